@@ -1,0 +1,919 @@
+"""DatasetDistiller: dataset distillation (Wang et al. 2018) as a scikit-learn estimator."""
+
+import copy
+import math
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from torch import nn
+
+from . import _unroll
+from .nets import build_module, infer_input_shape, reset_parameters
+
+__all__ = ["DatasetDistiller"]
+
+_MAX_SEED = 2**31 - 1
+# θ0 draws used for validation scores; fixed for a fit so that scores are comparable.
+_N_VALIDATION_INITS = 4
+# θ0 draws of ``score`` (the evaluation protocol: at least 5).
+_N_SCORE_INITS = 5
+
+
+def resolve_device(device):
+    """``"auto"`` is CUDA when available, else CPU; anything else must exist here."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a valid torch device: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was asked for but CUDA is not available here; use "
+            "device='auto' to fall back to the CPU."
+        )
+    return dev
+
+
+class DatasetDistiller(BaseEstimator):
+    """Learn a tiny synthetic training set and the step sizes that train a network on it.
+
+    Dataset distillation (Wang et al. 2018) optimises ``n_distilled`` synthetic samples x̃
+    and ``n_steps`` step sizes η̃ so that a network started from θ0 ~ p(θ0) and trained by
+    ``n_steps`` gradient-descent steps on x̃ (step ``t`` with size η̃_t) classifies the real
+    data well. Each outer iteration draws a minibatch of real data and ``n_inits`` θ0,
+    unrolls the inner steps, evaluates the loss on the real minibatch and updates x̃, η̃
+    (and soft labels with ``learn_labels=True``) with Adam through the unrolled steps.
+
+    The estimator is an imbalanced-learn style sampler: :meth:`fit_resample` returns the
+    synthetic set, so it can stand inside :class:`imblearn.pipeline.Pipeline`. Its
+    :meth:`score` is the accuracy of networks trained by the learned recipe.
+
+    Parameters
+    ----------
+    n_distilled : int, default=10
+        Total number of synthetic samples, spread evenly over the classes (the first classes
+        of ``classes_`` take one more when it does not divide). Must be at least the number
+        of classes.
+    module : {"mlp", "lenet", "convnet"}, nn.Module subclass or instance, default="mlp"
+        The network architecture. Built-in names are sized from the data; a subclass is
+        built with ``module_params``; an instance is copied. BatchNorm is not supported.
+    module_params : dict, default=None
+        Constructor arguments of the module, e.g. ``{"hidden_layer_sizes": (64,)}`` for
+        ``"mlp"`` or ``{"width": 64, "depth": 2}`` for ``"convnet"``.
+    input_shape : tuple of int, default=None
+        Shape of one sample, e.g. ``(1, 28, 28)``; rows of ``X`` are reshaped to it before
+        the network. When None and the module is a convolutional built-in, ``(1, s, s)`` is
+        inferred if ``n_features == s * s``.
+    init : {"noise", "real"} or array-like of shape (n_distilled, n_features), default="real"
+        Initial synthetic samples: Gaussian noise with the data's mean and standard
+        deviation, randomly chosen real samples of each class, or given values (rows ordered
+        as ``distilled_y_`` will be: by class in ``classes_`` order).
+    model_init : {"random", "fixed"}, nn.Module, state dict or list of them, default="random"
+        The distribution p(θ0) of initial weights: ``"random"`` draws fresh weights from the
+        module's own initialisers at every iteration; ``"fixed"`` draws one θ0 (by
+        ``random_state``) and keeps it; a module or state dict is a pretrained θ0 (adaptation
+        of its weights to the new data); a list of them is sampled uniformly per draw.
+    n_inits : int, default=4
+        θ0 draws per outer iteration. A single θ0 (``"fixed"`` or one pretrained) is drawn
+        once, whatever this value.
+    n_steps : int, default=10
+        Unrolled inner gradient-descent steps, each with its own learned step size.
+    distilled_batch_size : int, default=None
+        None: every step uses the whole synthetic set. Otherwise the set is cut into
+        class-balanced batches of this size, cycled in order over the ``n_steps`` steps.
+    inner_lr_init : float, default=0.02
+        Initial value of every learned step size.
+    learn_lr : bool, default=True
+        Learn the step sizes (else they stay at ``inner_lr_init``).
+    learn_labels : bool, default=False
+        Learn a soft label (a distribution over classes) per synthetic sample.
+    relabel : dict, default=None
+        ``{real_class: target_class}``: the outer objective asks networks trained on the
+        synthetic set to predict ``target_class`` for real samples of ``real_class`` (the
+        malicious objective of Wang et al.). Validation scores measure that objective.
+    learning_rate : float, default=0.01
+        Step size of the outer Adam optimiser, relative to the data's standard deviation for
+        the samples and in log-space for the step sizes.
+    batch_size : int, default=256
+        Real samples per outer iteration (all of them when fewer).
+    max_iter : int, default=500
+        Outer iterations.
+    validation_fraction : float, default=0.1
+        Share of the training data held out to score the synthetic set every
+        ``validation_interval`` iterations with fixed θ0 draws; the best state seen is kept,
+        so more iterations never give a worse validation score. 0 disables validation and
+        keeps the last state.
+    n_iter_no_change : int, default=None
+        Stop when the validation score has not improved for this many iterations.
+    validation_interval : int, default=10
+        Iterations between validation scores.
+    callback : callable, default=None
+        Called as ``callback(distiller, n_iter)`` after every iteration; ``n_iter_`` and
+        ``loss_curve_`` are current during the call.
+    verbose : int, default=0
+        Show a progress bar (tqdm) with the loss and validation accuracy.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the synthetic init, the θ0 draws, the real minibatches and the validation
+        split. The same integer on CPU gives the same result.
+    warm_start : bool, default=False
+        Continue from the previous fit's synthetic set, step sizes and optimiser state.
+    device : str or torch.device, default="auto"
+        ``"auto"`` uses CUDA when available, else the CPU.
+
+    Attributes
+    ----------
+    distilled_X_ : ndarray of shape (n_distilled, n_features)
+        The synthetic samples, in the space and dtype of ``X``, ordered by class.
+    distilled_y_ : ndarray of shape (n_distilled,)
+        Class of each synthetic sample, from ``classes_``.
+    distilled_y_proba_ : ndarray of shape (n_distilled, n_classes)
+        Training targets of the synthetic samples: one-hot, or the learned soft labels.
+    learned_lr_ : ndarray of shape (n_steps,)
+        Positive step size of each unrolled step.
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Defined only when ``X`` has string feature names.
+    n_iter_ : int
+        Outer iterations run (over all warm starts).
+    loss_curve_ : list of float
+        Outer (meta) loss per iteration.
+    validation_scores_ : list of float
+        Validation accuracy at each validation point (empty without validation).
+    validation_iters_ : list of int
+        Iteration of each validation score (0 is the initial state).
+    best_validation_score_ : float or None
+        Validation accuracy of the kept state.
+    best_iter_ : int
+        Iteration of the kept state.
+    model_init_ : dict or None
+        The θ0 state dict for ``"fixed"`` or a single pretrained init, else None.
+    module_ : nn.Module
+        The architecture (its weights are a template, not θ0).
+    input_shape_ : tuple or None
+        Shape used to restore samples for the module.
+    device_ : torch.device
+        Device of the fit.
+
+    See Also
+    --------
+    skdistill.DistilledClassifier : trains a skorch net on the distilled set.
+
+    References
+    ----------
+    Wang, T., Zhu, J.-Y., Torralba, A., Efros, A. A. (2018). Dataset Distillation.
+    arXiv:1811.10959.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skdistill import DatasetDistiller
+    >>> X, y = load_digits(return_X_y=True)
+    >>> distiller = DatasetDistiller(n_distilled=10, max_iter=20, random_state=0)
+    >>> X_small, y_small = distiller.fit_resample(X / 16, y)
+    >>> X_small.shape, distiller.learned_lr_.shape
+    ((10, 64), (10,))
+    """
+
+    _parameter_constraints: dict = {
+        "n_distilled": [Interval(Integral, 1, None, closed="left")],
+        "module": [StrOptions({"mlp", "lenet", "convnet"}), callable],
+        "module_params": [dict, None],
+        "input_shape": [tuple, list, None],
+        "init": [StrOptions({"noise", "real"}), "array-like"],
+        "model_init": [StrOptions({"random", "fixed"}), nn.Module, dict, list],
+        "n_inits": [Interval(Integral, 1, None, closed="left")],
+        "n_steps": [Interval(Integral, 1, None, closed="left")],
+        "distilled_batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "inner_lr_init": [Interval(Real, 0, None, closed="neither")],
+        "learn_lr": ["boolean"],
+        "learn_labels": ["boolean"],
+        "relabel": [dict, None],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(RealNotInt, 0, 1, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), None],
+        "validation_interval": [Interval(Integral, 1, None, closed="left")],
+        "callback": [callable, None],
+        "verbose": ["verbose"],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "device": [str, torch.device],
+    }
+
+    def __init__(
+        self,
+        n_distilled=10,
+        *,
+        module="mlp",
+        module_params=None,
+        input_shape=None,
+        init="real",
+        model_init="random",
+        n_inits=4,
+        n_steps=10,
+        distilled_batch_size=None,
+        inner_lr_init=0.02,
+        learn_lr=True,
+        learn_labels=False,
+        relabel=None,
+        learning_rate=0.01,
+        batch_size=256,
+        max_iter=500,
+        validation_fraction=0.1,
+        n_iter_no_change=None,
+        validation_interval=10,
+        callback=None,
+        verbose=0,
+        random_state=None,
+        warm_start=False,
+        device="auto",
+    ):
+        self.n_distilled = n_distilled
+        self.module = module
+        self.module_params = module_params
+        self.input_shape = input_shape
+        self.init = init
+        self.model_init = model_init
+        self.n_inits = n_inits
+        self.n_steps = n_steps
+        self.distilled_batch_size = distilled_batch_size
+        self.inner_lr_init = inner_lr_init
+        self.learn_lr = learn_lr
+        self.learn_labels = learn_labels
+        self.relabel = relabel
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.validation_interval = validation_interval
+        self.callback = callback
+        self.verbose = verbose
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.device = device
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.input_tags.allow_nan = False
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+    # ------------------------------------------------------------------ public API
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Distil ``X, y`` into ``n_distilled`` synthetic samples and ``n_steps`` step sizes.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Real training samples (images flattened).
+        y : array-like of shape (n_samples,)
+            Class labels.
+
+        Returns
+        -------
+        self : DatasetDistiller
+        """
+        setup = self._prepare(X, y)
+        self._run(setup)
+        return self
+
+    def fit_resample(self, X, y):
+        """Fit, then return the synthetic set ``(distilled_X_, distilled_y_)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        X_resampled : ndarray of shape (n_distilled, n_features)
+        y_resampled : ndarray of shape (n_distilled,)
+        """
+        self.fit(X, y)
+        return self.distilled_X_, self.distilled_y_
+
+    def evaluate(self, X, y, n_inits=_N_SCORE_INITS, random_state=None):
+        """Accuracy on ``X, y`` of networks trained by the learned recipe, one per θ0 draw.
+
+        Each network starts from a fresh θ0 ~ p(θ0) (or the fixed / pretrained θ0) and takes
+        exactly ``n_steps`` gradient-descent steps with ``learned_lr_`` on the synthetic set.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Labels from ``classes_``; any other label counts as an error.
+        n_inits : int, default=5
+            θ0 draws (a single fixed or pretrained θ0 is evaluated once).
+        random_state : int, RandomState instance or None, default=None
+            Seeds the θ0 draws.
+
+        Returns
+        -------
+        accuracies : ndarray of shape (n_draws,)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        y = np.asarray(y)
+        if y.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"X has {X.shape[0]} samples but y has {y.shape[0]}; they must match."
+            )
+        correct = self._correct(X, y, n_inits, random_state)
+        return correct.mean(axis=1)
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of the learned recipe over 5 θ0 draws (see :meth:`evaluate`).
+
+        The draws are seeded by ``random_state``, so an integer seed gives a deterministic
+        score; this is what :class:`~sklearn.model_selection.GridSearchCV` maximises.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        score : float
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        y = np.asarray(y)
+        if y.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"X has {X.shape[0]} samples but y has {y.shape[0]}; they must match."
+            )
+        sample_weight = _check_sample_weight(sample_weight, X)
+        correct = self._correct(X, y, _N_SCORE_INITS, self._score_seed())
+        return float(np.mean(correct @ sample_weight / sample_weight.sum()))
+
+    def train_model(self, random_state=None):
+        """Decode the compressed representation: train a network by the learned recipe.
+
+        Parameters
+        ----------
+        random_state : int, RandomState instance or None, default=None
+            Seeds the θ0 draw (ignored for a fixed or single pretrained θ0).
+
+        Returns
+        -------
+        net : nn.Module
+            A copy of ``module_`` holding the trained weights, on the CPU, in eval mode.
+        """
+        check_is_fitted(self)
+        rng = check_random_state(random_state)
+        with torch.no_grad():
+            final = self._final_params(1, rng)
+        net = copy.deepcopy(self.module_)
+        net.load_state_dict(
+            {k: v[0].cpu() for k, v in final.items()}, strict=False
+        )
+        return net.eval()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _prepare(self, X, y):
+        """Check everything and build the fit's state; sets no attribute of ``self``."""
+        warm = self.warm_start and hasattr(self, "_state")
+        X, y = validate_data(
+            self, X, y, reset=not warm, dtype=[np.float64, np.float32], y_numeric=False
+        )
+        check_classification_targets(y)
+        classes, y_enc = np.unique(y, return_inverse=True)
+        n_classes = classes.shape[0]
+        if n_classes < 2:
+            raise ValueError(
+                f"y has a single class ({classes[0]!r}); distillation needs at least 2."
+            )
+        if warm and not np.array_equal(classes, self.classes_):
+            raise ValueError(
+                "warm_start=True needs the same classes as the previous fit: "
+                f"got {classes.tolist()}, previously {self.classes_.tolist()}."
+            )
+        if self.n_distilled < n_classes:
+            raise ValueError(
+                f"n_distilled={self.n_distilled} is smaller than the number of classes "
+                f"({n_classes}); at least one synthetic sample per class is needed."
+            )
+        n_features = X.shape[1]
+        input_shape = self._check_input_shape(n_features)
+        relabel = self._check_relabel(classes)
+        net = self._build_module(n_features, n_classes, input_shape)
+        device = resolve_device(self.device)
+        rng = self._rng if warm else check_random_state(self.random_state)
+        rng_state = rng.get_state() if isinstance(rng, np.random.RandomState) else None
+
+        syn_class = self._synthetic_classes(n_classes)
+        init_x = None
+        if not warm:
+            init_x = self._check_init(X, y_enc, syn_class, n_features, rng)
+        model_init = self._check_model_init(net, rng)
+
+        # Validation split, then tensors on the device.
+        X_train, y_train, X_val, y_val = X, y_enc, None, None
+        if self.validation_fraction > 0:
+            counts = np.bincount(y_enc, minlength=n_classes)
+            stratify = y_enc if counts.min() >= 2 else None
+            n_val = max(int(round(self.validation_fraction * X.shape[0])), 1)
+            if stratify is not None:
+                n_val = max(n_val, n_classes)
+            if X.shape[0] - n_val < 1:
+                raise ValueError(
+                    f"validation_fraction={self.validation_fraction} leaves no training "
+                    f"sample out of {X.shape[0]}."
+                )
+            X_train, X_val, y_train, y_val = train_test_split(
+                X, y_enc, test_size=n_val, stratify=stratify,
+                random_state=rng.randint(_MAX_SEED),
+            )
+        target_map = np.arange(n_classes)
+        for src, dst in relabel.items():
+            target_map[src] = dst
+        dtype = torch.float32
+        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
+        setup = {
+            "X_dtype": X.dtype,
+            "classes": classes,
+            "n_classes": n_classes,
+            "n_features": n_features,
+            "input_shape": input_shape,
+            "net": net,
+            "device": device,
+            "rng": rng,
+            "rng_state": rng_state,
+            "syn_class": syn_class,
+            "init_x": init_x,
+            "model_init": model_init,
+            "warm": warm,
+            "X_train": as_t(X_train),
+            "y_train": torch.as_tensor(target_map[y_train], device=device),
+            "X_val": None if X_val is None else as_t(X_val),
+            "y_val": None if y_val is None else torch.as_tensor(target_map[y_val], device=device),
+            "mean": float(X.mean()),
+            "std": float(X.std()) or 1.0,
+        }
+        return setup
+
+    def _check_input_shape(self, n_features):
+        shape = self.input_shape
+        if shape is None:
+            if isinstance(self.module, str) and self.module in ("lenet", "convnet"):
+                shape = infer_input_shape(n_features)
+                if shape is None:
+                    raise ValueError(
+                        f"module={self.module!r} needs input_shape=(channels, height, width); "
+                        f"{n_features} features is not a square image, so it cannot be "
+                        "inferred."
+                    )
+            return shape
+        shape = tuple(shape)
+        if not shape or not all(isinstance(s, Integral) and s > 0 for s in shape):
+            raise ValueError(
+                f"input_shape={self.input_shape!r} must be a tuple of positive integers."
+            )
+        if math.prod(shape) != n_features:
+            raise ValueError(
+                f"input_shape={shape} holds {math.prod(shape)} values but X has "
+                f"{n_features} features per sample."
+            )
+        return tuple(int(s) for s in shape)
+
+    def _check_relabel(self, classes):
+        if not self.relabel:
+            return {}
+        index = {c: i for i, c in enumerate(classes.tolist())}
+        out = {}
+        for src, dst in self.relabel.items():
+            for name, c in (("source", src), ("target", dst)):
+                if c not in index:
+                    raise ValueError(
+                        f"relabel {name} class {c!r} is not among the classes of y: "
+                        f"{classes.tolist()}."
+                    )
+            out[index[src]] = index[dst]
+        return out
+
+    def _build_module(self, n_features, n_classes, input_shape):
+        module = self.module
+        if not isinstance(module, (str, nn.Module)) and not (
+            isinstance(module, type) and issubclass(module, nn.Module)
+        ):
+            raise ValueError(
+                f"module={module!r} must be 'mlp', 'lenet', 'convnet', an nn.Module subclass "
+                "or an nn.Module instance."
+            )
+        try:
+            net = build_module(module, self.module_params, n_features, n_classes, input_shape)
+        except TypeError as exc:
+            raise ValueError(
+                f"module_params={self.module_params!r} do not fit module={module!r}: {exc}"
+            ) from None
+        if not any(p.requires_grad for p in net.parameters()):
+            raise ValueError(f"module={module!r} has no trainable parameters.")
+        probe = torch.zeros(2, n_features)
+        if input_shape is not None:
+            probe = probe.reshape(2, *input_shape)
+        try:
+            with torch.no_grad():
+                out = net(probe)
+        except Exception as exc:
+            raise ValueError(
+                f"module={module!r} fails on a batch of samples of shape "
+                f"{tuple(probe.shape[1:])} (input_shape={input_shape!r}): {exc}"
+            ) from None
+        if out.ndim != 2 or out.shape[1] != n_classes:
+            raise ValueError(
+                f"module={module!r} outputs shape {tuple(out.shape)} for 2 samples, but y has "
+                f"{n_classes} classes: it must output (n_samples, {n_classes}) logits."
+            )
+        return net
+
+    def _synthetic_classes(self, n_classes):
+        """Class index of each synthetic sample, sorted by class."""
+        per_class = np.full(n_classes, self.n_distilled // n_classes)
+        per_class[: self.n_distilled % n_classes] += 1
+        return np.repeat(np.arange(n_classes), per_class)
+
+    def _check_init(self, X, y_enc, syn_class, n_features, rng):
+        """Initial synthetic samples in the space of X (float64 array)."""
+        init = self.init
+        if isinstance(init, str) and init == "noise":
+            return rng.normal(X.mean(), X.std() or 1.0, size=(syn_class.shape[0], n_features))
+        if isinstance(init, str) and init == "real":
+            out = np.empty((syn_class.shape[0], n_features))
+            for c in np.unique(syn_class):
+                slots = np.flatnonzero(syn_class == c)
+                pool = np.flatnonzero(y_enc == c)
+                if pool.shape[0] < slots.shape[0]:
+                    warnings.warn(
+                        f"class {c} has {pool.shape[0]} samples, fewer than its "
+                        f"{slots.shape[0]} synthetic samples; init='real' repeats some of "
+                        "them with small noise.",
+                        UserWarning,
+                    )
+                pick = rng.choice(pool, slots.shape[0], replace=pool.shape[0] < slots.shape[0])
+                out[slots] = X[pick]
+                if pool.shape[0] < slots.shape[0]:
+                    out[slots] += rng.normal(0, 0.01 * (X.std() or 1.0), out[slots].shape)
+            return out
+        arr = np.asarray(init, dtype=np.float64)
+        if arr.shape != (syn_class.shape[0], n_features):
+            raise ValueError(
+                f"init array has shape {arr.shape}; expected (n_distilled, n_features) = "
+                f"{(syn_class.shape[0], n_features)}."
+            )
+        if not np.isfinite(arr).all():
+            raise ValueError("init array contains NaN or infinity.")
+        return arr
+
+    def _check_model_init(self, net, rng):
+        """p(θ0) as ``("random", None)`` or ``("list", [state dicts])``."""
+        spec = self.model_init
+        if isinstance(spec, str) and spec == "random":
+            return ("random", None)
+        if isinstance(spec, str) and spec == "fixed":
+            if self.warm_start and getattr(self, "model_init_", None) is not None:
+                return ("list", [self.model_init_])
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(rng.randint(_MAX_SEED))
+                template = reset_parameters(copy.deepcopy(net))
+            return ("list", [_param_dict(template)])
+        items = spec if isinstance(spec, list) else [spec]
+        if not items:
+            raise ValueError("model_init is an empty list; give at least one module or state dict.")
+        states = []
+        for i, item in enumerate(items):
+            if isinstance(item, nn.Module):
+                item = item.state_dict()
+            if not isinstance(item, dict):
+                raise ValueError(
+                    f"model_init[{i}] is a {type(item).__name__}; expected an nn.Module or a "
+                    "state dict."
+                )
+            probe = copy.deepcopy(net)
+            try:
+                probe.load_state_dict(item, strict=True)
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"model_init{'' if len(items) == 1 else f'[{i}]'} does not fit the module: "
+                    f"{exc}"
+                ) from None
+            states.append(_param_dict(probe))
+        return ("list", states)
+
+    # ------------------------------------------------------------------ the outer loop
+
+    def _run(self, s):
+        device = s["device"]
+        net = s["net"]
+        forward = _unroll.make_forward(net, s["input_shape"])
+        n_classes = s["n_classes"]
+        syn_class = torch.as_tensor(s["syn_class"], device=device)
+        mean, std = s["mean"], s["std"]
+
+        if s["warm"]:
+            state = {k: v.detach().clone().to(device) for k, v in self._state.items()}
+            mean, std = self._mean_std
+        else:
+            z = (torch.as_tensor(s["init_x"], dtype=torch.float32) - mean) / std
+            n_syn = z.shape[0]
+            onehot = torch.nn.functional.one_hot(syn_class.cpu(), n_classes).float()
+            # Soft labels start at probability 0.9 on the assigned class.
+            label_init = onehot * math.log(9.0 * max(n_classes - 1, 1))
+            state = {
+                "z": z.to(device),
+                "log_lr": torch.full((self.n_steps,), math.log(self.inner_lr_init)).to(device),
+                "label_logits": label_init[:n_syn].to(device),
+            }
+        if state["log_lr"].shape[0] != self.n_steps:
+            raise ValueError(
+                f"warm_start=True cannot change n_steps ({state['log_lr'].shape[0]} -> "
+                f"{self.n_steps})."
+            )
+        trainable = [state["z"]]
+        if self.learn_lr:
+            trainable.append(state["log_lr"])
+        if self.learn_labels:
+            trainable.append(state["label_logits"])
+        for t in trainable:
+            t.requires_grad_(True)
+        optimizer = torch.optim.Adam(trainable, lr=self.learning_rate)
+        if s["warm"] and self._optimizer_state is not None:
+            try:
+                optimizer.load_state_dict(self._optimizer_state)
+            except ValueError:
+                pass  # different set of learned tensors: start the moments afresh
+
+        batches = self._synthetic_batches(s["syn_class"], device)
+        rng = s["rng"]
+        p_init = s["model_init"]
+        vectorize = self._vectorize(net)
+        n_draw = self.n_inits if p_init[0] == "random" or len(p_init[1]) > 1 else 1
+
+        # Fixed θ0 draws for validation, so that scores at different iterations compare.
+        val_seed = rng.randint(_MAX_SEED)
+        X_val, y_val = s["X_val"], s["y_val"]
+
+        def targets(st):
+            if self.learn_labels:
+                return torch.softmax(st["label_logits"], dim=1)
+            return torch.nn.functional.one_hot(syn_class, n_classes).to(st["z"].dtype)
+
+        def validate(st):
+            with torch.no_grad():
+                params0 = self._draw(p_init, net, _N_VALIDATION_INITS,
+                                     np.random.RandomState(val_seed), device)
+                final = _unroll.unroll_stacked(
+                    forward, params0, mean + std * st["z"], targets(st),
+                    st["log_lr"].exp(), batches, vectorize,
+                )
+                pred = _unroll.predict_stacked(forward, final, X_val)
+                return (pred == y_val).float().mean().item()
+
+        snapshot = lambda st: {k: v.detach().clone() for k, v in st.items()}
+        n_iter0 = self.n_iter_ if s["warm"] else 0
+        loss_curve = list(self.loss_curve_) if s["warm"] else []
+        val_scores = list(self.validation_scores_) if s["warm"] else []
+        val_iters = list(self.validation_iters_) if s["warm"] else []
+        best = snapshot(state)
+        best_iter, best_score = n_iter0, None
+        if X_val is not None:
+            best_score = validate(state)
+            val_scores.append(best_score)
+            val_iters.append(n_iter0)
+        last_good = best
+        stop_reason = None
+        n_train = s["X_train"].shape[0]
+        batch = min(self.batch_size, n_train)
+
+        self._publish_progress(n_iter0, loss_curve, val_scores, val_iters)
+        progress = _progress(self.max_iter, self.verbose)
+        it = n_done = n_iter0
+        try:
+            for step in range(self.max_iter):
+                it = n_iter0 + step + 1
+                idx = torch.as_tensor(rng.choice(n_train, batch, replace=False), device=device)
+                params0 = self._draw(p_init, net, n_draw, rng, device)
+                loss = _unroll.meta_loss(
+                    forward, params0, mean + std * state["z"], targets(state),
+                    state["log_lr"].exp(), batches, s["X_train"][idx], s["y_train"][idx],
+                    vectorize,
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                finite = torch.isfinite(loss) & torch.stack(
+                    [torch.isfinite(t.grad).all() for t in trainable]
+                ).all()
+                loss_value, finite = torch.stack([loss.detach(), finite.float()]).tolist()
+                if not finite:
+                    stop_reason = (
+                        f"the meta-loss or its gradient became non-finite at iteration {it}; "
+                        "lower learning_rate or inner_lr_init"
+                    )
+                    break
+                last_good = snapshot(state)
+                optimizer.step()
+                n_done = it
+                if self.learn_lr and not torch.isfinite(state["log_lr"].exp()).all():
+                    stop_reason = (
+                        f"the learned step sizes overflowed at iteration {it}; lower "
+                        "learning_rate or inner_lr_init"
+                    )
+                    break
+                loss_curve.append(loss_value)
+                if X_val is not None and (it % self.validation_interval == 0
+                                          or step == self.max_iter - 1):
+                    score = validate(state)
+                    val_scores.append(score)
+                    val_iters.append(it)
+                    if score > best_score:
+                        best, best_iter, best_score = snapshot(state), it, score
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(
+                        loss=f"{loss_value:.4f}",
+                        val=f"{val_scores[-1]:.3f}" if val_scores else "-",
+                    )
+                if self.callback is not None:
+                    self._publish_progress(it, loss_curve, val_scores, val_iters)
+                    self._publish_state(state, syn_class, s)
+                    self.callback(self, it)
+                if (self.n_iter_no_change is not None and X_val is not None
+                        and it - best_iter >= self.n_iter_no_change):
+                    break
+        except KeyboardInterrupt:
+            stop_reason = f"the fit was interrupted at iteration {it}"
+        finally:
+            if progress is not None:
+                progress.close()
+
+        if X_val is None:
+            # Without validation the last finite state is kept.
+            best, best_iter = (last_good, it - 1) if stop_reason else (snapshot(state), n_done)
+        if stop_reason:
+            kept = (f"the best validation state (iteration {best_iter}, accuracy "
+                    f"{best_score:.4f})" if X_val is not None
+                    else f"the last finite state (iteration {best_iter})")
+            warnings.warn(f"{stop_reason}; keeping {kept}.", ConvergenceWarning)
+
+        self._publish_progress(n_done, loss_curve, val_scores, val_iters)
+        self._publish_state(best, syn_class, s)
+        self.best_validation_score_ = best_score
+        self.best_iter_ = best_iter
+        self._state = {k: v.detach().cpu() for k, v in best.items()}
+        self._optimizer_state = _to_cpu(optimizer.state_dict())
+        self._rng = rng
+        self._mean_std = (mean, std)
+        self._model_init_spec = (p_init[0], [
+            {k: v.cpu() for k, v in d.items()} for d in p_init[1]
+        ] if p_init[1] is not None else None)
+        self.model_init_ = (
+            copy.deepcopy(self._model_init_spec[1][0])
+            if p_init[0] == "list" and len(p_init[1]) == 1 else None
+        )
+        self.module_ = net.cpu()
+        self.input_shape_ = s["input_shape"]
+        self.device_ = device
+        self._batches_spec = self.distilled_batch_size
+        return self
+
+    def _publish_progress(self, n_iter, loss_curve, val_scores, val_iters):
+        self.n_iter_ = n_iter
+        self.loss_curve_ = list(loss_curve)
+        self.validation_scores_ = list(val_scores)
+        self.validation_iters_ = list(val_iters)
+
+    def _publish_state(self, st, syn_class, s):
+        mean, std = s["mean"], s["std"]
+        if s["warm"]:
+            mean, std = self._mean_std
+        x = (mean + std * st["z"].detach()).cpu().double().numpy()
+        self.classes_ = s["classes"]
+        self.distilled_X_ = x.astype(s["X_dtype"], copy=False)
+        self.distilled_y_ = s["classes"][syn_class.cpu().numpy()]
+        if self.learn_labels:
+            proba = torch.softmax(st["label_logits"].detach(), 1)
+        else:
+            proba = torch.nn.functional.one_hot(syn_class, s["n_classes"])
+        self.distilled_y_proba_ = proba.cpu().double().numpy()
+        self.learned_lr_ = st["log_lr"].detach().exp().cpu().double().numpy()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _synthetic_batches(self, syn_class, device):
+        """Index tensors of the class-balanced batches cycled over the inner steps."""
+        if self.distilled_batch_size is None or self.distilled_batch_size >= syn_class.shape[0]:
+            return [slice(None)]
+        # Interleave classes (rank within class, then class) so each chunk mixes all classes.
+        rank = np.zeros_like(syn_class)
+        for c in np.unique(syn_class):
+            members = np.flatnonzero(syn_class == c)
+            rank[members] = np.arange(members.shape[0])
+        order = np.lexsort((syn_class, rank))
+        return [
+            torch.as_tensor(order[i: i + self.distilled_batch_size], device=device)
+            for i in range(0, order.shape[0], self.distilled_batch_size)
+        ]
+
+    def _vectorize(self, net):
+        # vmap pays off for small dense nets; grouped convolutions under vmap are slow on CPU.
+        has_conv = any(isinstance(m, nn.Conv2d) for m in net.modules())
+        return not has_conv or torch.device(resolve_device(self.device)).type == "cuda"
+
+    @staticmethod
+    def _draw(p_init, net, n, rng, device):
+        """``n`` θ0 draws from p(θ0), stacked along axis 0, on ``device``."""
+        kind, states = p_init
+        if kind == "random":
+            draws = []
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(rng.randint(_MAX_SEED))
+                template = copy.deepcopy(net)
+                for _ in range(n):
+                    draws.append(_param_dict(reset_parameters(template)))
+        elif len(states) == 1:
+            draws = states * n
+        else:
+            draws = [states[i] for i in rng.randint(len(states), size=n)]
+        return {k: torch.stack([d[k] for d in draws]).to(device) for k in draws[0]}
+
+    def _score_seed(self):
+        if isinstance(self.random_state, Integral):
+            return np.random.RandomState(self.random_state)
+        return None
+
+    def _final_params(self, n, rng):
+        """θ_T of ``n`` fresh θ0 draws trained by the learned recipe (on the fit device)."""
+        device = self._device_for_eval()
+        net = self.module_
+        forward = _unroll.make_forward(net, self.input_shape_)
+        kind, states = self._model_init_spec
+        if kind == "list" and len(states) == 1:
+            n = 1
+        params0 = self._draw(self._model_init_spec, net, n, rng, device)
+        x_syn = torch.as_tensor(self.distilled_X_, dtype=torch.float32, device=device)
+        y_syn = torch.as_tensor(self.distilled_y_proba_, dtype=torch.float32, device=device)
+        lrs = torch.as_tensor(self.learned_lr_, dtype=torch.float32, device=device)
+        syn_class = np.searchsorted(self.classes_, self.distilled_y_)
+        batches = self._synthetic_batches(syn_class, device)
+        return _unroll.unroll_stacked(forward, params0, x_syn, y_syn, lrs, batches,
+                                      self._vectorize(net))
+
+    def _device_for_eval(self):
+        dev = self.device_
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            return torch.device("cpu")
+        return dev
+
+    def _correct(self, X, y, n_inits, random_state):
+        """Boolean matrix (n_draws, n_samples): is each sample right for each θ0 draw."""
+        rng = check_random_state(random_state)
+        with torch.no_grad():
+            final = self._final_params(n_inits, rng)
+            x = torch.as_tensor(X, dtype=torch.float32, device=self._device_for_eval())
+            pred = _unroll.predict_stacked(_unroll.make_forward(self.module_, self.input_shape_),
+                                           final, x).cpu().numpy()
+        known = np.isin(y, self.classes_)
+        y_idx = np.where(known, np.searchsorted(self.classes_, np.where(known, y, self.classes_[0])), -1)
+        return pred == y_idx[None, :]
+
+
+def _param_dict(net):
+    return {k: v.detach().clone() for k, v in net.named_parameters()}
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+def _progress(total, verbose):
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="distilling", unit="it")

@@ -1,0 +1,187 @@
+"""Built-in networks and resolution of the ``module`` parameter.
+
+Every built-in module takes flat or image-shaped input: images arrive flattened as rows of
+``X`` and are restored with ``input_shape`` before the first convolution. None of them has
+BatchNorm or other running statistics, so a forward pass is a pure function of the
+parameters, which is what the unrolled inner loop needs.
+"""
+
+import copy
+import inspect
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["MLP", "LeNet", "ConvNet", "build_module", "infer_input_shape", "reset_parameters"]
+
+
+class MLP(nn.Module):
+    """Fully connected network with ReLU activations.
+
+    Parameters
+    ----------
+    n_features : int
+        Size of one flattened input sample.
+    n_classes : int
+        Number of output logits.
+    hidden_layer_sizes : tuple of int, default=(128,)
+        Width of each hidden layer; ``()`` gives multinomial logistic regression.
+    """
+
+    def __init__(self, n_features, n_classes, hidden_layer_sizes=(128,)):
+        super().__init__()
+        sizes = [n_features, *hidden_layer_sizes]
+        layers = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-1], n_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.layers(x.flatten(1))
+
+
+class LeNet(nn.Module):
+    """LeNet-5 style network: two 5x5 convolutions with max-pooling, then three dense layers.
+
+    The convolutions are padded so that any image of at least 4x4 pixels fits (8x8 digits
+    as well as 28x28 MNIST).
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(channels, height, width)`` of one sample.
+    n_classes : int
+        Number of output logits.
+    """
+
+    def __init__(self, input_shape, n_classes):
+        super().__init__()
+        c, h, w = input_shape
+        self.features = nn.Sequential(
+            nn.Conv2d(c, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        n_flat = 16 * (h // 4) * (w // 4)
+        self.classifier = nn.Sequential(
+            nn.Linear(n_flat, 120), nn.ReLU(),
+            nn.Linear(120, 84), nn.ReLU(),
+            nn.Linear(84, n_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+class ConvNet(nn.Module):
+    """The ConvNet of the dataset-condensation literature (Gidaris & Komodakis 2018; Zhao 2021).
+
+    ``depth`` blocks of [3x3 convolution, instance normalisation, ReLU, 2x2 average pooling],
+    then one linear layer. Instance normalisation is ``GroupNorm`` with one group per channel,
+    so the network has no running statistics.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(channels, height, width)`` of one sample.
+    n_classes : int
+        Number of output logits.
+    width : int, default=128
+        Channels of every convolution.
+    depth : int, default=3
+        Number of blocks; each halves the image size, so ``2 ** depth`` must not exceed it.
+    """
+
+    def __init__(self, input_shape, n_classes, width=128, depth=3):
+        super().__init__()
+        c, h, w = input_shape
+        if min(h, w) < 2**depth:
+            raise ValueError(
+                f"ConvNet of depth={depth} halves the image {depth} times, but input_shape "
+                f"{tuple(input_shape)} is only {min(h, w)} pixels wide; lower "
+                "module_params['depth'] or use a larger image."
+            )
+        blocks = []
+        for i in range(depth):
+            blocks += [
+                nn.Conv2d(c if i == 0 else width, width, 3, padding=1),
+                nn.GroupNorm(width, width, affine=True),
+                nn.ReLU(),
+                nn.AvgPool2d(2),
+            ]
+        self.features = nn.Sequential(*blocks)
+        self.classifier = nn.Linear(width * (h >> depth) * (w >> depth), n_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+_BUILTIN = {"mlp": MLP, "lenet": LeNet, "convnet": ConvNet}
+_IMAGE_MODULES = {"lenet", "convnet"}
+
+
+def infer_input_shape(n_features):
+    """``(1, s, s)`` when ``n_features`` is a perfect square ``s * s``, else None."""
+    side = math.isqrt(n_features)
+    return (1, side, side) if side * side == n_features else None
+
+
+def build_module(module, module_params, n_features, n_classes, input_shape):
+    """Instantiate the network described by the ``module`` parameter.
+
+    Parameters
+    ----------
+    module : {"mlp", "lenet", "convnet"}, nn.Module subclass or nn.Module instance
+        A built-in name is built for ``n_features`` (MLP) or ``input_shape`` (conv nets) and
+        ``n_classes``; a subclass is called with ``module_params`` only; an instance is deep
+        copied (and ``module_params`` must be empty).
+    module_params : dict or None
+        Extra constructor arguments.
+    n_features, n_classes : int
+    input_shape : tuple of int or None
+        Shape of one sample, already checked against ``n_features``.
+
+    Returns
+    -------
+    net : nn.Module
+        A new module in training mode, on the CPU.
+    """
+    params = dict(module_params or {})
+    if isinstance(module, str):
+        cls = _BUILTIN[module]
+        if module in _IMAGE_MODULES:
+            if input_shape is None or len(input_shape) != 3:
+                raise ValueError(
+                    f"module={module!r} needs input_shape=(channels, height, width); got "
+                    f"input_shape={input_shape!r} for {n_features} features."
+                )
+            net = cls(tuple(input_shape), n_classes, **params)
+        else:
+            net = cls(n_features, n_classes, **params)
+    elif inspect.isclass(module) and issubclass(module, nn.Module):
+        net = module(**params)
+    elif isinstance(module, nn.Module):
+        if params:
+            raise ValueError(
+                "module_params cannot be applied to an nn.Module instance; pass the class "
+                "instead, or leave module_params=None."
+            )
+        net = copy.deepcopy(module)
+    else:  # pragma: no cover - excluded by parameter validation
+        raise TypeError(f"module={module!r} is not a name, an nn.Module subclass or instance.")
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        raise ValueError(
+            "module contains BatchNorm, whose running statistics make a forward pass depend on "
+            "hidden state; use GroupNorm/InstanceNorm with affine=True, or LayerNorm, instead."
+        )
+    return net.train()
+
+
+def reset_parameters(net):
+    """Draw fresh weights from each layer's own initialiser (``reset_parameters``)."""
+    for m in net.modules():
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset):
+            reset()
+    return net
