@@ -17,11 +17,11 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from torch import nn
 
 from . import _unroll
-from .nets import build_module, infer_input_shape, reset_parameters
+from .nets import MAX_SEED as _MAX_SEED
+from .nets import build_module, infer_input_shape, param_dict, reset_parameters, sample_params
 
 __all__ = ["DatasetDistiller"]
 
-_MAX_SEED = 2**31 - 1
 # θ0 draws used for validation scores; fixed for a fit so that scores are comparable.
 _N_VALIDATION_INITS = 4
 # θ0 draws of ``score`` (the evaluation protocol: at least 5).
@@ -104,6 +104,9 @@ class DatasetDistiller(BaseEstimator):
     learning_rate : float, default=0.01
         Step size of the outer Adam optimiser, relative to the data's standard deviation for
         the samples and in log-space for the step sizes.
+    learning_rate_schedule : {"constant", "cosine"}, default="constant"
+        Outer step size over the ``max_iter`` iterations of a fit: constant, or cosine
+        decay from ``learning_rate`` to zero.
     batch_size : int, default=256
         Real samples per outer iteration (all of them when fewer).
     max_iter : int, default=500
@@ -200,6 +203,7 @@ class DatasetDistiller(BaseEstimator):
         "learn_labels": ["boolean"],
         "relabel": [dict, None],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate_schedule": [StrOptions({"constant", "cosine"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(RealNotInt, 0, 1, closed="left")],
@@ -229,6 +233,7 @@ class DatasetDistiller(BaseEstimator):
         learn_labels=False,
         relabel=None,
         learning_rate=0.01,
+        learning_rate_schedule="constant",
         batch_size=256,
         max_iter=500,
         validation_fraction=0.1,
@@ -254,6 +259,7 @@ class DatasetDistiller(BaseEstimator):
         self.learn_labels = learn_labels
         self.relabel = relabel
         self.learning_rate = learning_rate
+        self.learning_rate_schedule = learning_rate_schedule
         self.batch_size = batch_size
         self.max_iter = max_iter
         self.validation_fraction = validation_fraction
@@ -388,6 +394,46 @@ class DatasetDistiller(BaseEstimator):
             {k: v[0].cpu() for k, v in final.items()}, strict=False
         )
         return net.eval()
+
+    def sample_model_init(self, random_state=None):
+        """A network at θ0 ~ p(θ0), the start of the learned recipe.
+
+        Parameters
+        ----------
+        random_state : int, RandomState instance or None, default=None
+            Seeds the draw (ignored for a fixed or single pretrained θ0).
+
+        Returns
+        -------
+        net : nn.Module
+            A copy of ``module_`` holding θ0, on the CPU, in training mode.
+        """
+        check_is_fitted(self)
+        rng = check_random_state(random_state)
+        params0 = sample_params(self._model_init_spec, self.module_, 1, rng, torch.device("cpu"))
+        net = copy.deepcopy(self.module_)
+        net.load_state_dict({k: v[0] for k, v in params0.items()}, strict=False)
+        return net.train()
+
+    def training_steps(self):
+        """The learned recipe, step by step.
+
+        Returns
+        -------
+        steps : list of (ndarray of int, float)
+            For each of the ``n_steps`` gradient-descent steps, the rows of ``distilled_X_``
+            (and ``distilled_y_proba_``) in its batch and its step size. Each step minimises
+            the mean cross-entropy of the batch against ``distilled_y_proba_``.
+        """
+        check_is_fitted(self)
+        syn_class = np.searchsorted(self.classes_, self.distilled_y_)
+        batches = self._synthetic_batches(syn_class, torch.device("cpu"))
+        all_rows = np.arange(syn_class.shape[0])
+        return [
+            (all_rows[batches[t % len(batches)]] if isinstance(batches[0], slice)
+             else batches[t % len(batches)].numpy(), float(lr))
+            for t, lr in enumerate(self.learned_lr_)
+        ]
 
     # ------------------------------------------------------------------ set-up
 
@@ -596,7 +642,7 @@ class DatasetDistiller(BaseEstimator):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(rng.randint(_MAX_SEED))
                 template = reset_parameters(copy.deepcopy(net))
-            return ("list", [_param_dict(template)])
+            return ("list", [param_dict(template)])
         items = spec if isinstance(spec, list) else [spec]
         if not items:
             raise ValueError("model_init is an empty list; give at least one module or state dict.")
@@ -617,7 +663,7 @@ class DatasetDistiller(BaseEstimator):
                     f"model_init{'' if len(items) == 1 else f'[{i}]'} does not fit the module: "
                     f"{exc}"
                 ) from None
-            states.append(_param_dict(probe))
+            states.append(param_dict(probe))
         return ("list", states)
 
     # ------------------------------------------------------------------ the outer loop
@@ -650,19 +696,30 @@ class DatasetDistiller(BaseEstimator):
                 f"{self.n_steps})."
             )
         trainable = [state["z"]]
+        groups = [{"params": [state["z"]]}]
         if self.learn_lr:
             trainable.append(state["log_lr"])
+            groups.append({"params": [state["log_lr"]], "lr": self._lr_learning_rate()})
         if self.learn_labels:
             trainable.append(state["label_logits"])
+            groups.append({"params": [state["label_logits"]]})
         for t in trainable:
             t.requires_grad_(True)
-        optimizer = torch.optim.Adam(trainable, lr=self.learning_rate)
+        optimizer = torch.optim.Adam(groups, lr=self.learning_rate)
         if s["warm"] and self._optimizer_state is not None:
             try:
                 optimizer.load_state_dict(self._optimizer_state)
             except ValueError:
                 pass  # different set of learned tensors: start the moments afresh
 
+        scheduler = None
+        if self.learning_rate_schedule == "cosine":
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] = (
+                    self._lr_learning_rate() if group["params"][0] is state["log_lr"]
+                    else self.learning_rate
+                )
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.max_iter)
         batches = self._synthetic_batches(s["syn_class"], device)
         rng = s["rng"]
         p_init = s["model_init"]
@@ -680,7 +737,7 @@ class DatasetDistiller(BaseEstimator):
 
         def validate(st):
             with torch.no_grad():
-                params0 = self._draw(p_init, net, _N_VALIDATION_INITS,
+                params0 = sample_params(p_init, net, _N_VALIDATION_INITS,
                                      np.random.RandomState(val_seed), device)
                 final = _unroll.unroll_stacked(
                     forward, params0, mean + std * st["z"], targets(st),
@@ -712,7 +769,7 @@ class DatasetDistiller(BaseEstimator):
             for step in range(self.max_iter):
                 it = n_iter0 + step + 1
                 idx = torch.as_tensor(rng.choice(n_train, batch, replace=False), device=device)
-                params0 = self._draw(p_init, net, n_draw, rng, device)
+                params0 = sample_params(p_init, net, n_draw, rng, device)
                 loss = _unroll.meta_loss(
                     forward, params0, mean + std * state["z"], targets(state),
                     state["log_lr"].exp(), batches, s["X_train"][idx], s["y_train"][idx],
@@ -732,6 +789,8 @@ class DatasetDistiller(BaseEstimator):
                     break
                 last_good = snapshot(state)
                 optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
                 n_done = it
                 if self.learn_lr and not torch.isfinite(state["log_lr"].exp()).all():
                     stop_reason = (
@@ -834,27 +893,14 @@ class DatasetDistiller(BaseEstimator):
             for i in range(0, order.shape[0], self.distilled_batch_size)
         ]
 
+    def _lr_learning_rate(self):
+        import os
+        return float(os.environ.get("SKD_LRLR", self.learning_rate))
+
     def _vectorize(self, net):
         # vmap pays off for small dense nets; grouped convolutions under vmap are slow on CPU.
         has_conv = any(isinstance(m, nn.Conv2d) for m in net.modules())
         return not has_conv or torch.device(resolve_device(self.device)).type == "cuda"
-
-    @staticmethod
-    def _draw(p_init, net, n, rng, device):
-        """``n`` θ0 draws from p(θ0), stacked along axis 0, on ``device``."""
-        kind, states = p_init
-        if kind == "random":
-            draws = []
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(rng.randint(_MAX_SEED))
-                template = copy.deepcopy(net)
-                for _ in range(n):
-                    draws.append(_param_dict(reset_parameters(template)))
-        elif len(states) == 1:
-            draws = states * n
-        else:
-            draws = [states[i] for i in rng.randint(len(states), size=n)]
-        return {k: torch.stack([d[k] for d in draws]).to(device) for k in draws[0]}
 
     def _score_seed(self):
         if isinstance(self.random_state, Integral):
@@ -869,7 +915,7 @@ class DatasetDistiller(BaseEstimator):
         kind, states = self._model_init_spec
         if kind == "list" and len(states) == 1:
             n = 1
-        params0 = self._draw(self._model_init_spec, net, n, rng, device)
+        params0 = sample_params(self._model_init_spec, net, n, rng, device)
         x_syn = torch.as_tensor(self.distilled_X_, dtype=torch.float32, device=device)
         y_syn = torch.as_tensor(self.distilled_y_proba_, dtype=torch.float32, device=device)
         lrs = torch.as_tensor(self.learned_lr_, dtype=torch.float32, device=device)
@@ -895,10 +941,6 @@ class DatasetDistiller(BaseEstimator):
         known = np.isin(y, self.classes_)
         y_idx = np.where(known, np.searchsorted(self.classes_, np.where(known, y, self.classes_[0])), -1)
         return pred == y_idx[None, :]
-
-
-def _param_dict(net):
-    return {k: v.detach().clone() for k, v in net.named_parameters()}
 
 
 def _to_cpu(obj):

@@ -13,7 +13,12 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["MLP", "LeNet", "ConvNet", "build_module", "infer_input_shape", "reset_parameters"]
+__all__ = [
+    "MLP", "LeNet", "ConvNet", "build_module", "infer_input_shape", "reset_parameters",
+    "param_dict", "sample_params",
+]
+
+MAX_SEED = 2**31 - 1
 
 
 class MLP(nn.Module):
@@ -185,3 +190,42 @@ def reset_parameters(net):
         if callable(reset):
             reset()
     return net
+
+
+def param_dict(net):
+    """Detached copies of the parameters of ``net``, by name."""
+    return {k: v.detach().clone() for k, v in net.named_parameters()}
+
+
+def sample_params(p_init, net, n, rng, device):
+    """``n`` draws of θ0 ~ p(θ0), stacked along a new axis 0, on ``device``.
+
+    Parameters
+    ----------
+    p_init : ("random", None) or ("list", list of parameter dicts)
+        ``"random"``: fresh weights from each layer's own initialiser, seeded from ``rng``
+        without touching the global torch RNG; ``"list"``: draws (uniformly, with
+        replacement) among the given parameter dicts.
+    net : nn.Module
+        Architecture template (its own weights are not used).
+    n : int
+    rng : numpy.random.RandomState
+    device : torch.device
+
+    Returns
+    -------
+    params : dict of str to Tensor of shape (n, *param.shape)
+    """
+    kind, states = p_init
+    if kind == "random":
+        draws = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(rng.randint(MAX_SEED))
+            template = copy.deepcopy(net)
+            for _ in range(n):
+                draws.append(param_dict(reset_parameters(template)))
+    elif len(states) == 1:
+        draws = states * n
+    else:
+        draws = [states[i] for i in rng.randint(len(states), size=n)]
+    return {k: torch.stack([d[k] for d in draws]).to(device) for k in draws[0]}
