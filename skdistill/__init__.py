@@ -1,7 +1,14 @@
 """skdistill: dataset distillation as scikit-learn estimators."""
 
+from .coreset import ClassMeans, Herding, KCenterGreedy, KMeansSelector, RandomSelector
+from .datasets import load_cifar10, load_digits_images, load_fashion_mnist, load_mnist
 from .distiller import DatasetDistiller
 
 __version__ = "0.1.0"
 
-__all__ = ["DatasetDistiller", "__version__"]
+__all__ = [
+    "DatasetDistiller",
+    "RandomSelector", "ClassMeans", "KMeansSelector", "Herding", "KCenterGreedy",
+    "load_digits_images", "load_fashion_mnist", "load_mnist", "load_cifar10",
+    "__version__",
+]

@@ -1,0 +1,238 @@
+"""Shared by the benchmark scripts: stamping, output files, progress and protocol 2 training.
+
+Each script writes ``benchmarks/results/<name>.md``, ``<name>.json`` and ``<name>.png``; all
+three carry the stamp (command, versions, device, date) so a number can be traced to the run
+that produced it.
+"""
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+# ---------------------------------------------------------------------- stamping
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit():
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def stamp(device):
+    """Command, versions, device and date of this run, as a JSON-ready dict."""
+    import sklearn
+    import torch
+
+    import skdistill
+
+    if device.type == "cuda":
+        hardware = torch.cuda.get_device_name(device)
+    else:
+        hardware = (f"CPU: {_cpu_name()}, {os.cpu_count()} cores, "
+                    f"{torch.get_num_threads()} torch thread(s)")
+    versions = {
+        "python": platform.python_version(),
+        "skdistill": skdistill.__version__,
+        "torch": torch.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+    }
+    try:
+        import skorch
+
+        versions["skorch"] = skorch.__version__
+    except ImportError:
+        pass
+    return {
+        "command": "python " + shlex.join(sys.argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "device": hardware,
+        "versions": versions,
+    }
+
+
+def stamp_lines(meta):
+    """The stamp as Markdown bullet lines."""
+    v = ", ".join(f"{k} {val}" for k, val in meta["versions"].items())
+    return [
+        f"- command: `{meta['command']}`",
+        f"- date: {meta['date']} (git {meta['git_commit']})",
+        f"- device: {meta['device']}",
+        f"- versions: {v}",
+    ]
+
+
+# ---------------------------------------------------------------------- outputs
+
+
+def markdown_table(headers, rows):
+    """A GitHub Markdown table; the first column is left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(name, markdown, payload, figure, out_dir=RESULTS_DIR):
+    """Write ``<name>.md``, ``<name>.json`` and ``<name>.png`` under ``out_dir``.
+
+    Returns the three paths.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, js, png = (out_dir / f"{name}.{ext}" for ext in ("md", "json", "png"))
+    md.write_text(markdown.rstrip() + "\n")
+    js.write_text(json.dumps(payload, indent=1, default=_jsonable) + "\n")
+    figure.savefig(png, dpi=120, bbox_inches="tight")
+    return md, js, png
+
+
+def _jsonable(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return str(obj)
+
+
+def progress(total, desc, disable=False):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", disable=disable, dynamic_ncols=True)
+
+
+def mean_std(values):
+    """``"mean ± std"`` of accuracies, in percent."""
+    values = 100 * np.asarray(values, dtype=float)
+    return f"{values.mean():.1f} ± {values.std():.1f}"
+
+
+class Timer:
+    """``with Timer() as t: ...`` then ``t.seconds``."""
+
+    def __enter__(self):
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self._start
+
+
+# ---------------------------------------------------------------------- protocol 2
+
+
+class FixedSet(BaseEstimator):
+    """A sampler whose ``fit_resample`` returns a set computed beforehand.
+
+    It lets :class:`skdistill.DistilledClassifier` train on a selection or distillation that
+    the benchmark has already fitted (and timed), instead of fitting it again for every run.
+    """
+
+    def __init__(self, X=None, y=None):
+        self.X = X
+        self.y = y
+
+    def fit_resample(self, X, y):
+        return self.X, self.y
+
+
+def standard_training_backend():
+    """``"DistilledClassifier"`` when skdistill provides it, else ``"fallback loop"``."""
+    try:
+        from skdistill import DistilledClassifier  # noqa: F401
+    except ImportError:
+        return "fallback loop"
+    return "DistilledClassifier"
+
+
+def standard_training(X_syn, y_syn, X_train, y_train, X_test, y_test, *, seeds, max_epochs,
+                      lr, module, module_params, input_shape, device):
+    """Protocol 2: test accuracy of fresh networks trained normally on ``(X_syn, y_syn)``.
+
+    One network per seed, trained with Adam for ``max_epochs`` epochs. Uses
+    ``skdistill.DistilledClassifier(training="standard")`` when it exists; otherwise an
+    equivalent plain PyTorch loop (full-batch Adam steps, cross-entropy on hard labels), so
+    that the benchmark runs without it.
+
+    Returns
+    -------
+    accuracies : ndarray of shape (len(seeds),)
+    """
+    try:
+        from skdistill import DistilledClassifier
+    except ImportError:
+        DistilledClassifier = None
+    accs = []
+    for seed in seeds:
+        if DistilledClassifier is not None:
+            clf = DistilledClassifier(
+                distiller=FixedSet(X_syn, y_syn), training="standard", max_epochs=max_epochs,
+                lr=lr, optimizer="adam", module=module, module_params=module_params,
+                input_shape=input_shape, random_state=seed, device=str(device),
+            )
+            accs.append(clf.fit(X_train, y_train).score(X_test, y_test))
+        else:
+            accs.append(_train_and_score(X_syn, y_syn, X_test, y_test, seed, max_epochs, lr,
+                                         module, module_params, input_shape, device))
+    return np.array(accs)
+
+
+def _train_and_score(X_syn, y_syn, X_test, y_test, seed, max_epochs, lr, module,
+                     module_params, input_shape, device):
+    import torch
+    import torch.nn.functional as F
+
+    from skdistill.nets import build_module, reset_parameters
+
+    classes = np.unique(y_syn)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_module(module, module_params, X_syn.shape[1], classes.shape[0],
+                           input_shape)
+        reset_parameters(net)
+        net = net.to(device)
+        shape = (-1, *input_shape) if module != "mlp" and input_shape else None
+        as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)
+        x = as_t(X_syn)
+        x = x.reshape(shape) if shape else x
+        t = torch.as_tensor(np.searchsorted(classes, y_syn), device=device)
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        for _ in range(max_epochs):
+            opt.zero_grad()
+            F.cross_entropy(net(x), t).backward()
+            opt.step()
+        with torch.no_grad():
+            xt = as_t(X_test)
+            xt = xt.reshape(shape) if shape else xt
+            pred = torch.cat([net(c).argmax(1) for c in torch.split(xt, 2048)]).cpu().numpy()
+    return float(np.mean(classes[pred] == np.asarray(y_test)))

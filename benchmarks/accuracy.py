@@ -1,0 +1,262 @@
+"""Test accuracy against images per class: dataset distillation against coreset selectors.
+
+For every dataset and number of images per class (ipc), each method builds a training set of
+``10 * ipc`` images from the training split, and is scored on the test split by both
+evaluation protocols of DESIGN.md:
+
+1. learned recipe: ``n_steps`` gradient-descent steps from fresh θ0, with the learned step
+   sizes for the distilled set and the constant ``inner_lr`` of the selectors for the others;
+2. standard training: a fresh network trained with Adam for ``--epochs`` epochs.
+
+Accuracies are mean ± std over ``--n-inits`` θ0 draws (protocol 1) or training runs
+(protocol 2) on one fitted set per method; the same θ0 draws are used for every method.
+The time column is the time to build the set (distil or select), not to evaluate it.
+
+Results go to ``benchmarks/results/accuracy.{md,json,png}`` (``accuracy_quick.*`` with
+``--quick``) and are rewritten after every (dataset, ipc) block, so an interrupted run keeps
+what it finished.
+
+Examples
+--------
+python benchmarks/accuracy.py --quick
+python benchmarks/accuracy.py --datasets digits --ipc 1 10 50 --max-iter 500
+python benchmarks/accuracy.py --datasets fashion_mnist --ipc 1 --max-iter 1000
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    RESULTS_DIR,
+    Timer,
+    markdown_table,
+    mean_std,
+    progress,
+    stamp,
+    stamp_lines,
+    standard_training,
+    standard_training_backend,
+    write_results,
+)
+
+from skdistill import (  # noqa: E402
+    DatasetDistiller,
+    load_digits_images,
+    load_fashion_mnist,
+    load_mnist,
+)
+from skdistill.coreset import SELECTORS  # noqa: E402
+from skdistill.distiller import resolve_device  # noqa: E402
+
+LOADERS = {"digits": load_digits_images, "fashion_mnist": load_fashion_mnist,
+           "mnist": load_mnist}
+METHODS = ["distilled", *SELECTORS]
+LABELS = {"distilled": "distilled (DatasetDistiller)", "random": "random real",
+          "means": "class means", "kmeans": "k-means centres", "herding": "herding",
+          "kcenter": "k-center greedy"}
+QUICK = {"datasets": ["digits"], "ipc": [1], "max_iter": 200, "epochs": 200}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Test accuracy against images per class for dataset distillation and "
+                    "every coreset selector, by both evaluation protocols.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help=f"CI mode: digits, 1 image per class, max_iter "
+                             f"{QUICK['max_iter']}, {QUICK['epochs']} epochs (under two "
+                             "minutes on two CPU cores); writes accuracy_quick.*")
+    parser.add_argument("--datasets", nargs="+", choices=sorted(LOADERS),
+                        default=["digits", "fashion_mnist"])
+    parser.add_argument("--ipc", nargs="+", type=int, default=[1, 10, 50],
+                        help="images per class")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
+    parser.add_argument("--max-iter", type=int, default=500,
+                        help="outer iterations of the distiller (each sees --batch-size real "
+                             "samples); modest so that Fashion-MNIST fits on a CPU")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="real samples per outer iteration of the distiller")
+    parser.add_argument("--n-steps", type=int, default=10,
+                        help="inner gradient steps of protocol 1 (distiller and selectors)")
+    parser.add_argument("--inner-lr", type=float, default=0.3,
+                        help="constant step size of the selectors in protocol 1")
+    parser.add_argument("--n-inits", type=int, default=5,
+                        help="θ0 draws (protocol 1) and training runs (protocol 2)")
+    parser.add_argument("--epochs", type=int, default=300, help="epochs of protocol 2")
+    parser.add_argument("--lr", type=float, default=0.01, help="Adam step of protocol 2")
+    parser.add_argument("--module", choices=["mlp", "lenet", "convnet"], default="mlp")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (small networks run best on one)")
+    parser.add_argument("--data-home", default=None, help="where the dataset files are")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--name", default=None,
+                        help="output file stem (default: accuracy, or accuracy_quick)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.datasets, args.ipc = QUICK["datasets"], QUICK["ipc"]
+        args.max_iter, args.epochs = QUICK["max_iter"], QUICK["epochs"]
+    args.name = args.name or ("accuracy_quick" if args.quick else "accuracy")
+    return args
+
+
+def load(name, data_home):
+    if name == "digits":
+        return load_digits_images()
+    return LOADERS[name](data_home=data_home)
+
+
+def build(method, ipc, data, args, device):
+    shape = data.image_shape if args.module != "mlp" else None
+    common = dict(n_distilled=10 * ipc, module=args.module, input_shape=shape,
+                  n_steps=args.n_steps, random_state=args.seed, device=str(device))
+    if method == "distilled":
+        return DatasetDistiller(max_iter=args.max_iter, batch_size=args.batch_size, **common)
+    return SELECTORS[method](inner_lr=args.inner_lr, **common)
+
+
+def run_one(method, ipc, data, args, device, bar):
+    est = build(method, ipc, data, args, device)
+    if method == "distilled":
+        est.set_params(callback=lambda d, it: bar.update(1))
+    with Timer() as fit_time:
+        est.fit(data.X_train, data.y_train)
+    if method != "distilled":
+        bar.update(1)
+    with Timer() as eval_time:
+        p1 = est.evaluate(data.X_test, data.y_test, n_inits=args.n_inits,
+                          random_state=args.seed)
+        bar.update(1)
+        p2 = standard_training(
+            est.distilled_X_, est.distilled_y_, data.X_train, data.y_train,
+            data.X_test, data.y_test, seeds=range(args.seed, args.seed + args.n_inits),
+            max_epochs=args.epochs, lr=args.lr, module=args.module, module_params=None,
+            input_shape=data.image_shape if args.module != "mlp" else None, device=device,
+        )
+        bar.update(1)
+    record = {"method": method, "ipc": ipc, "n_distilled": 10 * ipc,
+              "learned_recipe": p1.tolist(), "standard_training": p2.tolist(),
+              "fit_seconds": fit_time.seconds, "eval_seconds": eval_time.seconds}
+    if method == "distilled":
+        record["learned_lr"] = est.learned_lr_.tolist()
+        record["n_iter"] = int(est.n_iter_)
+        record["best_validation_score"] = est.best_validation_score_
+    return record
+
+
+def report(results, args, meta):
+    lines = ["# Accuracy against images per class", ""]
+    lines += stamp_lines(meta)
+    lines += [
+        "",
+        f"Setup: module `{args.module}`; distiller `max_iter={args.max_iter}`, "
+        f"`batch_size={args.batch_size}`, `n_steps={args.n_steps}` with learned step sizes, "
+        "other parameters at their defaults; selectors' protocol 1 uses the constant step "
+        f"size `inner_lr={args.inner_lr}` (untuned). Protocol 2: Adam, lr {args.lr}, "
+        f"{args.epochs} epochs ({meta['protocol_2_backend']}). Accuracy in % on the test "
+        f"split, mean ± std over {args.n_inits} θ0 draws / training runs of one fitted set "
+        f"per method (seed {args.seed}). Time: building the set (distil or select). "
+        "**Bold**: best protocol 1 accuracy per block.",
+    ]
+    for ds, block in results.items():
+        info = block["info"]
+        lines += ["", f"## {ds} ({info['n_train']} train / {info['n_test']} test images "
+                      f"of shape {tuple(info['image_shape'])})", ""]
+        rows = []
+        for ipc in sorted({r["ipc"] for r in block["records"]}):
+            recs = [r for r in block["records"] if r["ipc"] == ipc]
+            best = max(np.mean(r["learned_recipe"]) for r in recs)
+            for r in recs:
+                p1 = mean_std(r["learned_recipe"])
+                if np.mean(r["learned_recipe"]) == best:
+                    p1 = f"**{p1}**"
+                rows.append([LABELS[r["method"]], ipc, p1, mean_std(r["standard_training"]),
+                             f"{r['fit_seconds']:.2f}"])
+        lines.append(markdown_table(
+            ["method", "ipc", "1: learned recipe / constant-step GD", "2: standard training",
+             "time (s)"], rows))
+    return "\n".join(lines)
+
+
+def figure(results, args):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(results), 2, figsize=(11, 4 * len(results)), squeeze=False)
+    for row, (ds, block) in zip(axes, results.items()):
+        for ax, key, title in zip(row, ["learned_recipe", "standard_training"],
+                                  ["1: learned recipe / constant-step GD",
+                                   "2: standard training"]):
+            for i, method in enumerate(METHODS):
+                recs = sorted((r for r in block["records"] if r["method"] == method),
+                              key=lambda r: r["ipc"])
+                if not recs:
+                    continue
+                acc = np.array([r[key] for r in recs]) * 100
+                # Small horizontal offsets keep methods with equal results visible.
+                x = np.array([r["ipc"] for r in recs]) * 1.04 ** (i - len(METHODS) / 2)
+                ax.errorbar(x, acc.mean(1), yerr=acc.std(1), marker="osDv^<"[i],
+                            capsize=3, label=LABELS[method],
+                            linewidth=2.5 if method == "distilled" else 1.2)
+            ax.set_xscale("log")
+            ax.minorticks_off()
+            ax.set_xticks(sorted({r["ipc"] for r in block["records"]}))
+            ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.set_xlabel("images per class")
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(f"{ds} — {title}", fontsize=10)
+            ax.grid(alpha=0.3)
+        row[0].legend(fontsize=8)
+    fig.suptitle(f"module {args.module}, distiller max_iter {args.max_iter}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    meta = stamp(device)
+    meta["protocol_2_backend"] = standard_training_backend()
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    data = {ds: load(ds, args.data_home) for ds in args.datasets}
+    # Progress: one step per distiller iteration, per selection and per protocol.
+    per_block = sum(args.max_iter if m == "distilled" else 1 for m in args.methods)
+    total = len(args.datasets) * len(args.ipc) * (per_block + 2 * len(args.methods))
+    bar = progress(total, "accuracy", disable=args.no_progress)
+    results = {}
+    try:
+        for ds in args.datasets:
+            d = data[ds]
+            results[ds] = {"info": {"n_train": len(d.y_train), "n_test": len(d.y_test),
+                                    "image_shape": d.image_shape, "source": d.source},
+                           "records": []}
+            for ipc in args.ipc:
+                for method in args.methods:
+                    bar.set_description(f"{ds} ipc={ipc} {method}")
+                    results[ds]["records"].append(run_one(method, ipc, d, args, device, bar))
+                import matplotlib.pyplot as plt
+
+                fig = figure(results, args)
+                paths = write_results(args.name, report(results, args, meta),
+                                      {"meta": meta, "config": config, "results": results},
+                                      fig, args.out_dir)
+                plt.close(fig)
+    finally:
+        bar.close()
+    print(report(results, args, meta))
+    print("\nwrote " + ", ".join(str(p) for p in paths))
+
+
+if __name__ == "__main__":
+    main()
