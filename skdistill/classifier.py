@@ -1,0 +1,390 @@
+"""DistilledClassifier: a skorch network trained on a distilled (or selected) training set."""
+
+import copy
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from scipy.special import softmax
+from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .distiller import DatasetDistiller, resolve_device
+from .nets import MAX_SEED, build_module, infer_input_shape, reset_parameters
+
+__all__ = ["DistilledClassifier", "LearnedStepSizes"]
+
+_OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+# Rows per forward pass at prediction time.
+_PREDICT_BATCH_SIZE = 1024
+
+
+class LearnedStepSizes(Callback):
+    """skorch callback: the ``i``-th training batch of an epoch uses the ``i``-th step size.
+
+    Parameters
+    ----------
+    step_sizes : sequence of float
+        Learning rate of every parameter group for each batch, in order.
+    """
+
+    def __init__(self, step_sizes):
+        self.step_sizes = step_sizes
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.step_ = 0
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if not training:
+            return
+        if self.step_ >= len(self.step_sizes):
+            raise RuntimeError(
+                f"the epoch has more training batches than the {len(self.step_sizes)} "
+                "learned step sizes."
+            )
+        for group in net.optimizer_.param_groups:
+            group["lr"] = self.step_sizes[self.step_]
+        self.step_ += 1
+
+
+def recipe_loader(dataset, batch_size=None, batches=()):
+    """skorch ``iterator_train`` yielding the rows of each learned step, in order.
+
+    ``batch_size`` is skorch's and is ignored: the batches are the recipe's.
+    """
+    return DataLoader(dataset, batch_sampler=[list(rows) for rows in batches])
+
+
+class DistilledClassifier(ClassifierMixin, BaseEstimator):
+    """Classifier trained on a tiny synthetic training set distilled from the data.
+
+    :meth:`fit` fits a clone of ``distiller`` to ``X, y`` and trains a skorch
+    :class:`~skorch.NeuralNetClassifier` (``net_``) on its output only, either by replaying
+    the learned recipe (``training="learned"``: plain SGD from θ0 ~ p(θ0), one batch and one
+    learned step size per step) or by ordinary training of a fresh network
+    (``training="standard"``: the protocol of the dataset-distillation literature's tables).
+
+    Parameters
+    ----------
+    distiller : estimator with ``fit_resample``, default=None
+        Builds the small training set: a :class:`~skdistill.DatasetDistiller`
+        (``DatasetDistiller()`` when None), a coreset selector such as
+        :class:`~skdistill.RandomSelector`, or any imbalanced-learn style sampler. It is
+        cloned; when its ``random_state`` is None it receives this estimator's
+        ``random_state``.
+    training : {"learned", "standard"}, default="learned"
+        ``"learned"`` replays the distiller's learned recipe exactly (its
+        ``training_steps()`` from ``sample_model_init()``), so the network equals
+        ``distiller_.train_model(random_state)``; only a DatasetDistiller has a recipe.
+        ``"standard"`` trains a freshly initialised network for ``max_epochs`` epochs with
+        ``optimizer``, on soft labels where the distiller learned them.
+    module : {"mlp", "lenet", "convnet"}, nn.Module subclass or instance, default="mlp"
+        Architecture, used only when the fitted distiller has no ``module_`` (a distiller's
+        or selector's own module is used otherwise).
+    module_params : dict, default=None
+        Constructor arguments of ``module``.
+    input_shape : tuple of int, default=None
+        Shape of one sample for ``module``; inferred for square images with convolutional
+        built-ins. Ignored when the distiller has ``input_shape_``.
+    max_epochs : int, default=300
+        Epochs of standard training (learned training is the recipe's single pass).
+    lr : float, default=0.01
+        Learning rate of standard training.
+    optimizer : {"adam", "sgd"} or torch.optim.Optimizer subclass, default="adam"
+        Optimiser of standard training.
+    optimizer_params : dict, default=None
+        Other optimiser arguments of standard training, e.g. ``{"momentum": 0.9}``.
+    batch_size : int, default=None
+        Minibatch size of standard training (shuffled every epoch); None uses the whole
+        synthetic set in every step.
+    random_state : int, RandomState instance or None, default=None
+        Seeds θ0 (learned) or the initial weights and shuffling (standard), and the
+        distiller when its own ``random_state`` is None.
+    device : str or torch.device, default="auto"
+        Device of the network: ``"auto"`` uses CUDA when available, else the CPU.
+    verbose : int, default=0
+        skorch's verbosity (a table of the training loss per epoch when 1).
+
+    Attributes
+    ----------
+    distiller_ : estimator
+        The fitted clone of ``distiller``.
+    net_ : skorch.NeuralNetClassifier
+        The trained network. Its targets are rows of class probabilities and it predicts
+        class indices into ``classes_``.
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Defined only when ``X`` has string feature names.
+    input_shape_ : tuple or None
+        Shape each row of ``X`` is restored to before the network.
+
+    See Also
+    --------
+    skdistill.DatasetDistiller : learns the synthetic set and the recipe replayed here.
+
+    References
+    ----------
+    Wang, T., Zhu, J.-Y., Torralba, A., Efros, A. A. (2018). Dataset Distillation.
+    arXiv:1811.10959.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skdistill import DatasetDistiller, DistilledClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = DistilledClassifier(DatasetDistiller(n_distilled=10, max_iter=10),
+    ...                           random_state=0).fit(X / 16, y)
+    >>> clf.distiller_.distilled_X_.shape
+    (10, 64)
+    >>> clf.predict(X[:3] / 16).shape
+    (3,)
+    """
+
+    _parameter_constraints: dict = {
+        "distiller": [HasMethods(["fit_resample"]), None],
+        "training": [StrOptions({"learned", "standard"})],
+        "module": [StrOptions({"mlp", "lenet", "convnet"}), callable],
+        "module_params": [dict, None],
+        "input_shape": [tuple, list, None],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "optimizer": [StrOptions(set(_OPTIMIZERS)), callable],
+        "optimizer_params": [dict, None],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": ["random_state"],
+        "device": [str, torch.device],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        distiller=None,
+        *,
+        training="learned",
+        module="mlp",
+        module_params=None,
+        input_shape=None,
+        max_epochs=300,
+        lr=0.01,
+        optimizer="adam",
+        optimizer_params=None,
+        batch_size=None,
+        random_state=None,
+        device="auto",
+        verbose=0,
+    ):
+        self.distiller = distiller
+        self.training = training
+        self.module = module
+        self.module_params = module_params
+        self.input_shape = input_shape
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.optimizer = optimizer
+        self.optimizer_params = optimizer_params
+        self.batch_size = batch_size
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    # The distiller's own parameters are validated by its fit.
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y):
+        """Distil ``X, y`` and train ``net_`` on the distilled set only.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Real training samples (images flattened).
+        y : array-like of shape (n_samples,)
+            Class labels.
+
+        Returns
+        -------
+        self : DistilledClassifier
+        """
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        classes = np.unique(y)
+        if classes.shape[0] < 2:
+            raise ValueError(
+                f"y has 1 class ({classes[0]!r}); a classifier needs at least 2 classes."
+            )
+        distiller = DatasetDistiller() if self.distiller is None else clone(self.distiller)
+        if self.training == "learned" and not _has_recipe(distiller):
+            raise ValueError(
+                f"training='learned' replays a learned recipe (training_steps and "
+                f"sample_model_init), but {type(distiller).__name__} has none; use "
+                "training='standard' to train a fresh network on its samples."
+            )
+        rng = check_random_state(self.random_state)
+        unseeded = distiller.get_params(deep=False).get("random_state", 0) is None
+        if self.random_state is not None and unseeded:
+            seed = (self.random_state if isinstance(self.random_state, Integral)
+                    else rng.randint(MAX_SEED))
+            distiller.set_params(random_state=seed)
+
+        X_syn, y_syn = distiller.fit_resample(X, y)
+        self.distiller_ = distiller
+        self.classes_ = classes
+        y_proba = self._targets(y_syn)
+        self.input_shape_ = self._resolve_input_shape(X.shape[1])
+        with torch.random.fork_rng(devices=[]):
+            if self.training == "learned":
+                net = self._learned_net(rng)
+            else:
+                torch.manual_seed(rng.randint(MAX_SEED))  # initial weights and shuffling
+                net = self._standard_net(self._architecture(X.shape[1]))
+            net.fit(self._net_input(X_syn), y_proba.astype(np.float32))
+        self.net_ = net
+        return self
+
+    def predict_proba(self, X):
+        """Class probabilities: the softmax of the network's outputs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns ordered as ``classes_``.
+        """
+        return softmax(self._logits(X), axis=1)
+
+    def predict(self, X):
+        """Class of each sample: the largest output of the network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Labels from ``classes_``.
+        """
+        logits = self._logits(X)
+        return self.classes_[np.argmax(logits, axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+    # ------------------------------------------------------------------ helpers
+
+    def _net_params(self):
+        """skorch parameters shared by both kinds of training."""
+        return dict(
+            criterion=nn.CrossEntropyLoss,  # accepts rows of class probabilities as targets
+            train_split=None,
+            classes=list(range(self.classes_.shape[0])),
+            iterator_valid__batch_size=_PREDICT_BATCH_SIZE,
+            device=resolve_device(self.device),
+            verbose=self.verbose,
+        )
+
+    def _learned_net(self, rng):
+        """Plain SGD from θ0, one batch and one learned step size per step of the recipe."""
+        theta0_seed = self.random_state if isinstance(self.random_state, Integral) else rng
+        steps = self.distiller_.training_steps()
+        # float32 step sizes: the unrolled recipe multiplies float32 gradients by them.
+        step_sizes = [float(np.float32(lr)) for _, lr in steps]
+        return NeuralNetClassifier(
+            self.distiller_.sample_model_init(theta0_seed),
+            optimizer=torch.optim.SGD,
+            lr=step_sizes[0],
+            max_epochs=1,
+            batch_size=-1,
+            iterator_train=recipe_loader,
+            iterator_train__batches=[rows for rows, _ in steps],
+            callbacks=[("learned_step_sizes", LearnedStepSizes(step_sizes))],
+            **self._net_params(),
+        )
+
+    def _standard_net(self, template):
+        """A freshly initialised copy of ``template`` and an ordinary optimiser."""
+        optimizer = (_OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str)
+                     else self.optimizer)
+        return NeuralNetClassifier(
+            reset_parameters(copy.deepcopy(template)).train(),
+            optimizer=optimizer,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=-1 if self.batch_size is None else self.batch_size,
+            iterator_train__shuffle=True,
+            **{f"optimizer__{k}": v for k, v in (self.optimizer_params or {}).items()},
+            **self._net_params(),
+        )
+
+    def _logits(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        logits = self.net_.forward(self._net_input(X), training=False)
+        return logits.double().numpy()
+
+    def _net_input(self, X):
+        # A float32 copy: skorch shares memory with the array, which may be read-only.
+        X = np.array(X, dtype=np.float32, order="C", copy=True)
+        if self.input_shape_ is not None:
+            X = X.reshape(X.shape[0], *self.input_shape_)
+        return X
+
+    def _targets(self, y_syn):
+        """Rows of class probabilities for the synthetic samples, columns as ``classes_``."""
+        d = self.distiller_
+        if hasattr(d, "distilled_y_proba_"):
+            if not np.array_equal(getattr(d, "classes_", self.classes_), self.classes_):
+                raise ValueError(
+                    f"the distiller's classes {list(d.classes_)} differ from those of y "
+                    f"{list(self.classes_)}."
+                )
+            return np.asarray(d.distilled_y_proba_, dtype=np.float64)
+        y_syn = np.asarray(y_syn)
+        unknown = ~np.isin(y_syn, self.classes_)
+        if unknown.any():
+            raise ValueError(
+                f"the distiller returned labels {np.unique(y_syn[unknown]).tolist()} that "
+                "are not classes of y."
+            )
+        return np.eye(self.classes_.shape[0])[np.searchsorted(self.classes_, y_syn)]
+
+    def _resolve_input_shape(self, n_features):
+        if hasattr(self.distiller_, "module_"):
+            return getattr(self.distiller_, "input_shape_", None)
+        shape = self.input_shape
+        if shape is None and isinstance(self.module, str) and self.module != "mlp":
+            shape = infer_input_shape(n_features)
+        if shape is not None and int(np.prod(shape)) != n_features:
+            raise ValueError(
+                f"input_shape={tuple(shape)} holds {int(np.prod(shape))} values but X has "
+                f"{n_features} features per sample."
+            )
+        return None if shape is None else tuple(int(s) for s in shape)
+
+    def _architecture(self, n_features):
+        """The network to train (its weights are a template): the distiller's, or built."""
+        if hasattr(self.distiller_, "module_"):
+            return self.distiller_.module_
+        try:
+            return build_module(self.module, self.module_params, n_features,
+                                self.classes_.shape[0], self.input_shape_)
+        except TypeError as exc:
+            raise ValueError(
+                f"module_params={self.module_params!r} do not fit module={self.module!r}: "
+                f"{exc}"
+            ) from None
+
+
+def _has_recipe(distiller):
+    return all(hasattr(distiller, m) for m in ("training_steps", "sample_model_init"))

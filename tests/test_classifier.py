@@ -1,0 +1,207 @@
+"""DistilledClassifier: a skorch network trained on the distilled set, by recipe or by epochs."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skdistill import DatasetDistiller, DistilledClassifier, RandomSelector
+
+
+def quick_distiller(**params):
+    """A distiller that fits digits in well under a second (about 60% test accuracy)."""
+    defaults = dict(n_distilled=10, max_iter=10, n_steps=5, inner_lr_init=0.3,
+                    learning_rate=0.05, random_state=0)
+    return DatasetDistiller(**{**defaults, **params})
+
+
+# ---------------------------------------------------------------- the learned recipe
+
+
+@pytest.mark.parametrize("distiller_params", [
+    {},
+    {"learn_labels": True},
+    {"distilled_batch_size": 4},
+], ids=["hard-labels", "soft-labels", "batches-of-4"])
+def test_learned_training_scores_as_the_distiller_for_the_same_theta0(digits_split,
+                                                                      distiller_params):
+    X_train, X_test, y_train, y_test = digits_split
+    clf = DistilledClassifier(quick_distiller(**distiller_params), random_state=3)
+    clf.fit(X_train, y_train)
+
+    expected = clf.distiller_.evaluate(X_test, y_test, n_inits=1, random_state=3)[0]
+    assert expected > 0.4
+    assert clf.score(X_test, y_test) == pytest.approx(expected, abs=1e-12)
+
+
+def test_learned_training_gives_the_weights_of_train_model(digits_split):
+    X_train, _, y_train, _ = digits_split
+    clf = DistilledClassifier(quick_distiller(), random_state=7).fit(X_train, y_train)
+
+    decoded = clf.distiller_.train_model(random_state=7).state_dict()
+    for name, weight in clf.net_.module_.state_dict().items():
+        torch.testing.assert_close(weight, decoded[name], rtol=0, atol=1e-6)
+
+
+def test_learned_training_takes_one_sgd_step_per_learned_step_size(digits_split):
+    X_train, _, y_train, _ = digits_split
+    clf = DistilledClassifier(quick_distiller(distilled_batch_size=4), random_state=0)
+    clf.fit(X_train, y_train)
+
+    steps = clf.distiller_.training_steps()
+    batches = clf.net_.history[-1, "batches"]
+    assert [b["train_batch_size"] for b in batches] == [4, 4, 2, 4, 4]
+    assert [len(rows) for rows, _ in steps] == [4, 4, 2, 4, 4]
+    assert isinstance(clf.net_.optimizer_, torch.optim.SGD)
+    group = clf.net_.optimizer_.param_groups[0]
+    assert (group["momentum"], group["weight_decay"]) == (0, 0)
+    assert group["lr"] == pytest.approx(clf.distiller_.learned_lr_[-1], rel=1e-6)
+
+
+def test_learned_training_restores_images_for_a_conv_net(digits_split):
+    X_train, X_test, y_train, y_test = digits_split
+    clf = DistilledClassifier(quick_distiller(max_iter=2, n_steps=2), random_state=0)
+    clf.set_params(distiller__module="lenet").fit(X_train, y_train)
+
+    assert clf.input_shape_ == (1, 8, 8)
+    expected = clf.distiller_.evaluate(X_test, y_test, n_inits=1, random_state=0)[0]
+    assert clf.score(X_test, y_test) == pytest.approx(expected, abs=1e-12)
+
+
+def test_learned_training_needs_a_learned_recipe(digits_split):
+    X_train, _, y_train, _ = digits_split
+    clf = DistilledClassifier(RandomSelector(n_distilled=10), training="learned")
+
+    with pytest.raises(ValueError, match="RandomSelector has none; use training='standard'"):
+        clf.fit(X_train, y_train)
+
+
+# ---------------------------------------------------------------- standard training
+
+
+def test_standard_training_runs_max_epochs_of_adam_from_fresh_weights(digits_split):
+    X_train, X_test, y_train, y_test = digits_split
+    clf = DistilledClassifier(quick_distiller(), training="standard", max_epochs=50,
+                              random_state=0).fit(X_train, y_train)
+
+    assert len(clf.net_.history) == 50
+    assert isinstance(clf.net_.optimizer_, torch.optim.Adam)
+    theta0 = clf.distiller_.sample_model_init(0).state_dict()["layers.0.weight"]
+    assert not torch.equal(clf.net_.module_.state_dict()["layers.0.weight"], theta0)
+    assert clf.score(X_test, y_test) > 0.5
+
+
+def test_standard_training_with_an_optimizer_class_and_minibatches(digits_split):
+    X_train, _, y_train, _ = digits_split
+    clf = DistilledClassifier(quick_distiller(n_distilled=20), training="standard",
+                              optimizer=torch.optim.SGD, optimizer_params={"momentum": 0.9},
+                              lr=0.1, batch_size=8, max_epochs=3, random_state=0)
+    clf.fit(X_train, y_train)
+
+    assert clf.net_.optimizer_.param_groups[0]["momentum"] == 0.9
+    assert [b["train_batch_size"] for b in clf.net_.history[-1, "batches"]] == [8, 8, 4]
+
+
+def test_standard_training_is_reproducible_with_random_state(digits_split):
+    X_train, X_test, y_train, _ = digits_split
+    make = lambda: DistilledClassifier(quick_distiller(n_distilled=20), training="standard",
+                                       batch_size=5, max_epochs=5, random_state=1)
+
+    first = make().fit(X_train, y_train).predict_proba(X_test)
+    second = make().fit(X_train, y_train).predict_proba(X_test)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_coreset_selector_trains_its_own_module_by_standard_training(digits_split):
+    X_train, X_test, y_train, y_test = digits_split
+    selector = RandomSelector(n_distilled=30, module_params={"hidden_layer_sizes": (32,)})
+    clf = DistilledClassifier(selector, training="standard", max_epochs=100, random_state=0)
+    clf.fit(X_train, y_train)
+
+    assert clf.net_.module_.layers[0].weight.shape == (32, 64)
+    assert clf.score(X_test, y_test) > 0.7
+
+
+def test_sampler_without_a_module_uses_the_module_parameter(digits_split):
+    from imblearn.under_sampling import RandomUnderSampler
+
+    X_train, X_test, y_train, y_test = digits_split
+    clf = DistilledClassifier(RandomUnderSampler(random_state=0), training="standard",
+                              module_params={"hidden_layer_sizes": (16,)}, lr=0.05, max_epochs=20,
+                              random_state=0).fit(X_train, y_train)
+
+    assert clf.net_.module_.layers[0].weight.shape == (16, 64)
+    assert clf.score(X_test, y_test) > 0.8
+
+
+# ---------------------------------------------------------------- predictions and parameters
+
+
+def test_predict_returns_string_labels_of_classes(digits_split):
+    X_train, X_test, y_train, _ = digits_split
+    names = np.array(["zero", "one", "two", "three", "four",
+                      "five", "six", "seven", "eight", "nine"])
+    clf = DistilledClassifier(quick_distiller(), random_state=0)
+    clf.fit(X_train, names[y_train])
+
+    assert clf.classes_.tolist() == sorted(names.tolist())
+    assert set(clf.predict(X_test)) <= set(names)
+
+
+def test_predict_proba_rows_sum_to_one_and_agree_with_predict(digits_split):
+    X_train, X_test, y_train, _ = digits_split
+    clf = DistilledClassifier(quick_distiller(), random_state=0).fit(X_train, y_train)
+
+    proba = clf.predict_proba(X_test)
+    assert proba.shape == (X_test.shape[0], 10)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(axis=1)], clf.predict(X_test))
+
+
+def test_nested_distiller_parameters_are_settable(digits_split):
+    X_train, _, y_train, _ = digits_split
+    clf = DistilledClassifier(quick_distiller(), random_state=0)
+    clf.set_params(distiller__n_distilled=20, distiller__n_steps=3)
+
+    assert clf.get_params()["distiller__n_distilled"] == 20
+    clf.fit(X_train, y_train)
+    assert clf.distiller_.distilled_X_.shape == (20, 64)
+    assert len(clf.net_.history[-1, "batches"]) == 3
+
+
+def test_random_state_seeds_an_unseeded_distiller_only():
+    X, y = np.random.RandomState(0).normal(size=(60, 4)), np.repeat([0, 1, 2], 20)
+    unseeded = DistilledClassifier(DatasetDistiller(n_distilled=3, max_iter=1),
+                                   random_state=5).fit(X, y)
+    seeded = DistilledClassifier(DatasetDistiller(n_distilled=3, max_iter=1, random_state=2),
+                                 random_state=5).fit(X, y)
+
+    assert unseeded.distiller_.random_state == 5
+    assert unseeded.distiller.random_state is None
+    assert seeded.distiller_.random_state == 2
+
+
+def test_single_class_is_rejected():
+    with pytest.raises(ValueError, match="y has 1 class"):
+        DistilledClassifier().fit(np.ones((4, 2)), [1, 1, 1, 1])
+
+
+# ---------------------------------------------------------------- scikit-learn's own checks
+
+
+def _check_instances():
+    small = dict(n_distilled=6, max_iter=5, n_steps=3, inner_lr_init=0.5,
+                 validation_fraction=0.0, module_params={"hidden_layer_sizes": (16,)})
+    yield DistilledClassifier(DatasetDistiller(**small), random_state=0)
+    yield DistilledClassifier(RandomSelector(n_distilled=6), training="standard",
+                              max_epochs=30, lr=0.05, random_state=0)
+
+
+# Every check passes: nothing is expected to fail.
+EXPECTED_FAILED_CHECKS = {}
+
+
+@parametrize_with_checks(list(_check_instances()),
+                         expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
