@@ -495,7 +495,7 @@ class DatasetDistiller(BaseEstimator):
         for src, dst in relabel.items():
             target_map[src] = dst
         dtype = torch.float32
-        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
+        as_t = lambda a: torch.as_tensor(np.array(a, dtype=np.float32), device=device)
         setup = {
             "X_dtype": X.dtype,
             "classes": classes,
@@ -935,7 +935,7 @@ class DatasetDistiller(BaseEstimator):
         rng = check_random_state(random_state)
         with torch.no_grad():
             final = self._final_params(n_inits, rng)
-            x = torch.as_tensor(X, dtype=torch.float32, device=self._device_for_eval())
+            x = torch.as_tensor(np.array(X, dtype=np.float32), device=self._device_for_eval())
             pred = _unroll.predict_stacked(_unroll.make_forward(self.module_, self.input_shape_),
                                            final, x).cpu().numpy()
         known = np.isin(y, self.classes_)

@@ -1,0 +1,344 @@
+"""DatasetDistiller: behaviour as a scikit-learn estimator and accuracy on digits."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skdistill import DatasetDistiller
+from skdistill.nets import MLP
+
+FAST = dict(max_iter=15, module_params={"hidden_layer_sizes": (16,)}, n_inits=2, n_steps=3,
+            random_state=0)
+
+
+def fast(**kw):
+    return DatasetDistiller(**{**FAST, **kw})
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def test_fit_sets_the_documented_attributes(tiny_data):
+    X, y = tiny_data
+    d = fast(n_distilled=5).fit(X, y)
+    assert d.distilled_X_.shape == (5, 6) and d.distilled_X_.dtype == np.float64
+    np.testing.assert_array_equal(d.distilled_y_, [0, 0, 1, 1, 2])
+    np.testing.assert_allclose(d.distilled_y_proba_.sum(1), 1.0)
+    assert d.learned_lr_.shape == (3,) and (d.learned_lr_ > 0).all()
+    assert d.n_features_in_ == 6 and d.n_iter_ == 15 and len(d.loss_curve_) == 15
+    assert d.validation_iters_[0] == 0 and d.validation_iters_[-1] == 15
+    assert d.best_validation_score_ == max(d.validation_scores_)
+    assert d.model_init_ is None  # random init keeps no θ0
+
+
+def test_fit_resample_returns_the_distilled_set(tiny_data):
+    X, y = tiny_data
+    d = fast(n_distilled=6)
+    X_res, y_res = d.fit_resample(X, y)
+    np.testing.assert_array_equal(X_res, d.distilled_X_)
+    np.testing.assert_array_equal(y_res, [0, 0, 1, 1, 2, 2])
+
+
+def test_float32_input_gives_float32_samples(tiny_data):
+    X, y = tiny_data
+    assert fast(max_iter=2).fit(X.astype(np.float32), y).distilled_X_.dtype == np.float32
+
+
+def test_learn_lr_false_keeps_the_initial_step_size(tiny_data):
+    X, y = tiny_data
+    d = fast(learn_lr=False, inner_lr_init=0.05).fit(X, y)
+    np.testing.assert_allclose(d.learned_lr_, 0.05, rtol=1e-6)
+
+
+def test_init_real_starts_from_real_samples_of_each_class(tiny_data):
+    X, y = tiny_data
+    d = fast(n_distilled=3, max_iter=1, learn_lr=False, learning_rate=1e-12).fit(X, y)
+    for row, label in zip(d.distilled_X_, d.distilled_y_):
+        dist = np.abs(X - row).max(1)
+        assert dist.min() < 1e-5 and y[dist.argmin()] == label
+
+
+def test_init_array_is_the_starting_point(tiny_data):
+    X, y = tiny_data
+    start = np.arange(18, dtype=float).reshape(3, 6)
+    d = fast(n_distilled=3, init=start, max_iter=1, learning_rate=1e-12).fit(X, y)
+    np.testing.assert_allclose(d.distilled_X_, start, atol=1e-4)
+
+
+def test_fixed_init_keeps_one_theta0(tiny_data):
+    X, y = tiny_data
+    d = fast(model_init="fixed").fit(X, y)
+    assert set(d.model_init_) == {name for name, _ in d.module_.named_parameters()}
+    # a fixed θ0 gives the same network whatever the seed of the draw
+    a, b = d.train_model(random_state=1), d.train_model(random_state=2)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb)
+
+
+def test_pretrained_state_dict_is_theta0(tiny_data):
+    X, y = tiny_data
+    pretrained = MLP(6, 3, hidden_layer_sizes=(16,))
+    d = fast(model_init=pretrained.state_dict()).fit(X, y)
+    torch.testing.assert_close(d.sample_model_init().state_dict(), pretrained.state_dict())
+
+
+def test_distilled_batches_are_class_balanced_and_cycled(tiny_data):
+    X, y = tiny_data
+    d = fast(n_distilled=6, distilled_batch_size=3, n_steps=4).fit(X, y)
+    steps = d.training_steps()
+    assert [rows.tolist() for rows, _ in steps] == [[0, 2, 4], [1, 3, 5], [0, 2, 4], [1, 3, 5]]
+    assert [lr for _, lr in steps] == pytest.approx(d.learned_lr_.tolist())
+
+
+def test_string_labels_and_dataframe_feature_names(tiny_data):
+    pd = pytest.importorskip("pandas")
+    X, y = tiny_data
+    names = np.array(["cat", "dog", "emu"])
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(6)])
+    d = fast().fit(frame, names[y])
+    assert d.classes_.tolist() == ["cat", "dog", "emu"]
+    assert set(d.distilled_y_) == {"cat", "dog", "emu"}
+    assert d.feature_names_in_.tolist() == [f"f{i}" for i in range(6)]
+    # labels are only names: the same seed gives the same set as integer labels
+    np.testing.assert_array_equal(d.distilled_X_, fast().fit(X, y).distilled_X_)
+    assert d.score(frame, names[y]) == fast().fit(X, y).score(X, y)
+
+
+def test_conv_modules_restore_images_from_flat_rows(digits_split):
+    X_train, _, y_train, _ = digits_split
+    for module in ("lenet", "convnet"):
+        d = DatasetDistiller(module=module, module_params={"width": 8} if module == "convnet"
+                             else None, max_iter=2, n_inits=1, n_steps=2, random_state=0)
+        d.fit(X_train[:200], y_train[:200])
+        assert d.input_shape_ == (1, 8, 8)  # inferred from 64 features
+        assert d.distilled_X_.shape == (10, 64)
+
+
+# --------------------------------------------------------------------------- the fit's guarantees
+
+
+def test_same_seed_same_result_and_other_seed_differs(tiny_data):
+    X, y = tiny_data
+    a, b, c = fast().fit(X, y), fast().fit(X, y), fast(random_state=1).fit(X, y)
+    np.testing.assert_array_equal(a.distilled_X_, b.distilled_X_)
+    np.testing.assert_array_equal(a.learned_lr_, b.learned_lr_)
+    assert not np.allclose(a.distilled_X_, c.distilled_X_)
+    assert a.score(X, y) == b.score(X, y)
+
+
+def test_more_iterations_never_give_a_worse_validation_score(digits_split):
+    X_train, _, y_train, _ = digits_split
+    short = DatasetDistiller(max_iter=30, random_state=0).fit(X_train, y_train)
+    long = DatasetDistiller(max_iter=90, random_state=0).fit(X_train, y_train)
+    # the long run repeats the short one, then goes on: its kept state is at least as good
+    assert long.validation_scores_[:4] == short.validation_scores_
+    assert long.best_validation_score_ >= short.best_validation_score_
+
+
+def test_n_iter_no_change_stops_early(tiny_data):
+    X, y = tiny_data
+    d = fast(max_iter=400, n_iter_no_change=20, validation_interval=5).fit(X, y)
+    assert d.n_iter_ < 400
+    assert d.n_iter_ - d.best_iter_ >= 20
+
+
+def test_divergence_keeps_the_best_finite_state_and_warns(tiny_data):
+    X, y = tiny_data
+    with pytest.warns(ConvergenceWarning, match="learning_rate or inner_lr_init"):
+        d = fast(max_iter=200, inner_lr_init=1e6, learning_rate=10.0).fit(X * 1e3, y)
+    assert np.isfinite(d.distilled_X_).all() and np.isfinite(d.learned_lr_).all()
+    assert d.score(X * 1e3, y) >= 0.0  # the estimator is usable
+
+
+def test_keyboard_interrupt_keeps_the_best_state(tiny_data):
+    X, y = tiny_data
+
+    def interrupt(distiller, n_iter):
+        if n_iter == 12:
+            raise KeyboardInterrupt
+
+    with pytest.warns(ConvergenceWarning, match="interrupted at iteration 12"):
+        d = fast(max_iter=100, callback=interrupt, validation_interval=5).fit(X, y)
+    assert d.n_iter_ == 12 and d.best_iter_ in (0, 5, 10)
+    assert d.score(X, y) > 0.5
+
+
+def test_warm_start_continues_the_previous_fit(tiny_data):
+    X, y = tiny_data
+    d = fast(warm_start=True, validation_fraction=0.0).fit(X, y)
+    first = d.distilled_X_.copy()
+    d.fit(X, y)
+    assert d.n_iter_ == 30 and len(d.loss_curve_) == 30
+    assert not np.array_equal(first, d.distilled_X_)
+
+
+def test_callback_sees_progress(tiny_data):
+    X, y = tiny_data
+    seen = []
+    fast(callback=lambda d, it: seen.append((it, len(d.loss_curve_)))).fit(X, y)
+    assert seen == [(i, i) for i in range(1, 16)]
+
+
+def test_relabel_teaches_networks_to_confuse_a_class(tiny_data):
+    X, y = tiny_data
+    d = fast(relabel={0: 1}, max_iter=100, inner_lr_init=0.3, learning_rate=0.1).fit(X, y)
+    model = d.train_model(random_state=0)
+    with torch.no_grad():
+        pred = model(torch.as_tensor(X, dtype=torch.float32)).argmax(1).numpy()
+    assert (pred[y == 0] == 1).mean() > 0.9
+    assert (pred[y == 2] == 2).mean() > 0.9
+
+
+# --------------------------------------------------------------------------- accuracy on digits
+
+
+@pytest.mark.slow
+def test_digits_one_image_per_class_random_init(digits_split):
+    X_train, X_test, y_train, y_test = digits_split
+    d = DatasetDistiller(n_distilled=10, random_state=0).fit(X_train, y_train)
+    acc = d.evaluate(X_test, y_test, n_inits=10, random_state=1)
+    assert acc.mean() >= 0.90, acc
+
+
+@pytest.mark.slow
+def test_digits_one_image_per_class_fixed_init_learned_labels(digits_split):
+    X_train, X_test, y_train, y_test = digits_split
+    d = DatasetDistiller(n_distilled=10, model_init="fixed", learn_labels=True,
+                         random_state=0).fit(X_train, y_train)
+    assert d.score(X_test, y_test) >= 0.95
+
+
+def test_untrained_network_is_at_chance(digits_split):
+    X_train, X_test, y_train, y_test = digits_split
+    d = fast(n_distilled=10, max_iter=1).fit(X_train, y_train)
+    accs = []
+    for seed in range(5):
+        net = d.sample_model_init(random_state=seed)
+        with torch.no_grad():
+            pred = net(torch.as_tensor(X_test, dtype=torch.float32)).argmax(1).numpy()
+        accs.append((pred == y_test).mean())
+    assert 0.0 < np.mean(accs) < 0.3
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"n_distilled": 0}, "'n_distilled' parameter"),
+        ({"n_steps": -1}, "'n_steps' parameter"),
+        ({"n_inits": 0}, "'n_inits' parameter"),
+        ({"batch_size": 0}, "'batch_size' parameter"),
+        ({"max_iter": 0}, "'max_iter' parameter"),
+        ({"inner_lr_init": 0.0}, "'inner_lr_init' parameter"),
+        ({"learning_rate": -0.1}, "'learning_rate' parameter"),
+        ({"validation_fraction": 1.0}, "'validation_fraction' parameter"),
+        ({"module": "resnet"}, "'module' parameter"),
+        ({"init": "zeros"}, "'init' parameter"),
+        ({"model_init": "pretrained"}, "'model_init' parameter"),
+        ({"distilled_batch_size": 0}, "'distilled_batch_size' parameter"),
+    ],
+)
+def test_invalid_parameters_are_named(tiny_data, params, match):
+    X, y = tiny_data
+    with pytest.raises(ValueError, match=match):
+        DatasetDistiller(**params).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda X, y: (np.where(np.arange(X.size).reshape(X.shape) == 7, np.nan, X), y), "NaN"),
+        (lambda X, y: (np.where(np.arange(X.size).reshape(X.shape) == 7, np.inf, X), y),
+         "infinity"),
+        (lambda X, y: (X, np.zeros_like(y)), "single class"),
+        (lambda X, y: (X, y[:-1]), "inconsistent numbers of samples"),
+        (lambda X, y: (X.astype(str).astype(object) + "px", y), "could not convert"),
+        (lambda X, y: (X[:, :0], y), "0 feature"),
+    ],
+)
+def test_bad_data_is_refused_before_any_work(tiny_data, change, match):
+    X, y = change(*tiny_data)
+    d = fast()
+    with pytest.raises(ValueError, match=match):
+        d.fit(X, y)
+    assert not hasattr(d, "distilled_X_")
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"n_distilled": 2}, "smaller than the number of classes"),
+        ({"input_shape": (1, 2, 2)}, "holds 4 values but X has 6 features"),
+        ({"input_shape": (0, 6)}, "positive integers"),
+        ({"module": "convnet"}, "not a square image"),
+        ({"module_params": {"depth": 9}}, "module_params"),
+        ({"init": np.zeros((2, 6))}, "expected \\(n_distilled, n_features\\)"),
+        ({"relabel": {0: 7}}, "relabel target class 7"),
+        ({"model_init": {"layers.0.weight": torch.zeros(2, 2)}}, "does not fit the module"),
+        ({"module": MLP(6, 5), "module_params": None}, "outputs shape \\(2, 5\\)"),
+        ({"module": len}, "must be 'mlp'"),
+    ],
+)
+def test_inconsistent_settings_are_explained(tiny_data, params, match):
+    X, y = tiny_data
+    d = fast(**params)
+    with pytest.raises(ValueError, match=match):
+        d.fit(X, y)
+    assert not hasattr(d, "distilled_X_")
+
+
+def test_failed_refit_leaves_the_previous_fit_intact(tiny_data):
+    X, y = tiny_data
+    d = fast().fit(X, y)
+    before = d.distilled_X_.copy()
+    d.set_params(n_distilled=1)
+    with pytest.raises(ValueError, match="n_distilled=1"):
+        d.fit(X, y)
+    np.testing.assert_array_equal(d.distilled_X_, before)
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tiny_data):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        fast(device="cuda").fit(*tiny_data)
+
+
+# --------------------------------------------------------------------------- scikit-learn protocol
+
+
+def test_clone_get_set_params_and_pickle(tiny_data):
+    X, y = tiny_data
+    d = fast(n_distilled=6)
+    c = clone(d).set_params(n_distilled=9)
+    assert c.get_params()["n_distilled"] == 9 and d.n_distilled == 6
+    d.fit(X, y)
+    restored = pickle.loads(pickle.dumps(d))
+    np.testing.assert_array_equal(restored.distilled_X_, d.distilled_X_)
+    assert restored.score(X, y) == d.score(X, y)
+
+
+def _expected_failed_checks(estimator):
+    return {
+        "check_fit2d_1sample": "one sample cannot hold two classes; the error says so",
+        "check_classifiers_one_label": "a single class cannot be distilled (by design)",
+    }
+
+
+@parametrize_with_checks(
+    [DatasetDistiller(n_distilled=8, max_iter=3, n_steps=2, n_inits=1, random_state=0,
+                      module_params={"hidden_layer_sizes": (8,)})],
+    expected_failed_checks=_expected_failed_checks,
+)
+def test_sklearn_compatible_estimator(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        check(estimator)
