@@ -59,27 +59,37 @@ METHODS = ["distilled", *SELECTORS]
 LABELS = {"distilled": "distilled (DatasetDistiller)", "random": "random real",
           "means": "class means", "kmeans": "k-means centres", "herding": "herding",
           "kcenter": "k-center greedy"}
+FULL = {"datasets": ["digits", "fashion_mnist"], "ipc": [1, 10, 50], "max_iter": 500,
+        "epochs": 300}
 QUICK = {"datasets": ["digits"], "ipc": [1], "max_iter": 200, "epochs": 200}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    # Options whose default depends on --quick say so in their own help.
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Test accuracy against images per class for dataset distillation and "
                     "every coreset selector, by both evaluation protocols.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--quick", action="store_true",
-                        help=f"CI mode: digits, 1 image per class, max_iter "
-                             f"{QUICK['max_iter']}, {QUICK['epochs']} epochs (under two "
-                             "minutes on two CPU cores); writes accuracy_quick.*")
+                        help=f"CI mode: defaults to digits, 1 image per class, max_iter "
+                             f"{QUICK['max_iter']}, {QUICK['epochs']} epochs (about 30 s on "
+                             "two CPU cores); writes accuracy_quick.*")
     parser.add_argument("--datasets", nargs="+", choices=sorted(LOADERS),
-                        default=["digits", "fashion_mnist"])
-    parser.add_argument("--ipc", nargs="+", type=int, default=[1, 10, 50],
-                        help="images per class")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
-    parser.add_argument("--max-iter", type=int, default=500,
+                        help="(default: digits fashion_mnist)")
+    parser.add_argument("--ipc", nargs="+", type=int, help="images per class (default: 1 10 50)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS,
+                        help="distilled and the coreset selectors to compare")
+    parser.add_argument("--max-iter", type=int,
                         help="outer iterations of the distiller (each sees --batch-size real "
-                             "samples); modest so that Fashion-MNIST fits on a CPU")
+                             "samples); modest so that Fashion-MNIST fits on a CPU (default: 500)")
     parser.add_argument("--batch-size", type=int, default=256,
                         help="real samples per outer iteration of the distiller")
     parser.add_argument("--n-steps", type=int, default=10,
@@ -88,22 +98,28 @@ def parse_args(argv=None):
                         help="constant step size of the selectors in protocol 1")
     parser.add_argument("--n-inits", type=int, default=5,
                         help="θ0 draws (protocol 1) and training runs (protocol 2)")
-    parser.add_argument("--epochs", type=int, default=300, help="epochs of protocol 2")
+    parser.add_argument("--epochs", type=int, help="epochs of protocol 2 (default: 300)")
     parser.add_argument("--lr", type=float, default=0.01, help="Adam step of protocol 2")
-    parser.add_argument("--module", choices=["mlp", "lenet", "convnet"], default="mlp")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--module", choices=["mlp", "lenet", "convnet"], default="mlp",
+                        help="network of both protocols, for every method")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the fits and the θ0 draws shared by all methods")
+    parser.add_argument("--device", default="auto", help="torch device; auto: CUDA if any")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (small networks run best on one)")
     parser.add_argument("--data-home", default=None, help="where the dataset files are")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
+                        help="where the .md, .json and .png files go")
     parser.add_argument("--name", default=None,
-                        help="output file stem (default: accuracy, or accuracy_quick)")
+                        help="output file stem (default: accuracy, or accuracy_quick with "
+                             "--quick)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.datasets, args.ipc = QUICK["datasets"], QUICK["ipc"]
-        args.max_iter, args.epochs = QUICK["max_iter"], QUICK["epochs"]
+    # --quick changes the defaults only: options given explicitly still apply.
+    defaults = QUICK if args.quick else FULL
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     args.name = args.name or ("accuracy_quick" if args.quick else "accuracy")
     return args
 
