@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .distiller import DatasetDistiller, resolve_device
-from .nets import MAX_SEED, build_module, infer_input_shape, reset_parameters
+from .nets import MAX_SEED, check_input_shape, make_module, reset_parameters
 
 __all__ = ["DistilledClassifier", "LearnedStepSizes"]
 
@@ -362,28 +362,14 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
     def _resolve_input_shape(self, n_features):
         if hasattr(self.distiller_, "module_"):
             return getattr(self.distiller_, "input_shape_", None)
-        shape = self.input_shape
-        if shape is None and isinstance(self.module, str) and self.module != "mlp":
-            shape = infer_input_shape(n_features)
-        if shape is not None and int(np.prod(shape)) != n_features:
-            raise ValueError(
-                f"input_shape={tuple(shape)} holds {int(np.prod(shape))} values but X has "
-                f"{n_features} features per sample."
-            )
-        return None if shape is None else tuple(int(s) for s in shape)
+        return check_input_shape(self.input_shape, self.module, n_features)
 
     def _architecture(self, n_features):
         """The network to train (its weights are a template): the distiller's, or built."""
         if hasattr(self.distiller_, "module_"):
             return self.distiller_.module_
-        try:
-            return build_module(self.module, self.module_params, n_features,
-                                self.classes_.shape[0], self.input_shape_)
-        except TypeError as exc:
-            raise ValueError(
-                f"module_params={self.module_params!r} do not fit module={self.module!r}: "
-                f"{exc}"
-            ) from None
+        return make_module(self.module, self.module_params, n_features,
+                           self.classes_.shape[0], self.input_shape_)
 
 
 def _has_recipe(distiller):

@@ -36,8 +36,8 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from torch import nn
 
 from . import _unroll
-from .distiller import DatasetDistiller, resolve_device
-from .nets import MAX_SEED, sample_params
+from .distiller import resolve_device
+from .nets import MAX_SEED, check_input_shape, make_module, sample_params
 
 __all__ = [
     "CoresetSelector",
@@ -187,11 +187,8 @@ class CoresetSelector(BaseEstimator, metaclass=ABCMeta):
                 "n_distilled."
             )
         # The scoring network is checked by the distiller's own rules, before any selection.
-        spec = DatasetDistiller(
-            module=self.module, module_params=self.module_params, input_shape=self.input_shape
-        )
-        input_shape = spec._check_input_shape(X.shape[1])
-        net = spec._build_module(X.shape[1], n_classes, input_shape)
+        input_shape = check_input_shape(self.input_shape, self.module, X.shape[1])
+        net = make_module(self.module, self.module_params, X.shape[1], n_classes, input_shape)
         device = resolve_device(self.device)
 
         rng = check_random_state(self.random_state)

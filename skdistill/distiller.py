@@ -18,7 +18,7 @@ from torch import nn
 
 from . import _unroll
 from .nets import MAX_SEED as _MAX_SEED
-from .nets import build_module, infer_input_shape, param_dict, reset_parameters, sample_params
+from .nets import check_input_shape, make_module, param_dict, reset_parameters, sample_params
 
 __all__ = ["DatasetDistiller"]
 
@@ -91,8 +91,10 @@ class DatasetDistiller(BaseEstimator):
     distilled_batch_size : int, default=None
         None: every step uses the whole synthetic set. Otherwise the set is cut into
         class-balanced batches of this size, cycled in order over the ``n_steps`` steps.
-    inner_lr_init : float, default=0.02
-        Initial value of every learned step size.
+    inner_lr_init : float, default=0.2
+        Initial value of every learned step size. Starting near a step size that already
+        trains the network in ``n_steps`` steps matters: the step sizes are learned in
+        log-space, so a start 10x too small takes a few hundred iterations to catch up.
     learn_lr : bool, default=True
         Learn the step sizes (else they stay at ``inner_lr_init``).
     learn_labels : bool, default=False
@@ -101,10 +103,13 @@ class DatasetDistiller(BaseEstimator):
         ``{real_class: target_class}``: the outer objective asks networks trained on the
         synthetic set to predict ``target_class`` for real samples of ``real_class`` (the
         malicious objective of Wang et al.). Validation scores measure that objective.
-    learning_rate : float, default=0.01
-        Step size of the outer Adam optimiser, relative to the data's standard deviation for
-        the samples and in log-space for the step sizes.
-    learning_rate_schedule : {"constant", "cosine"}, default="constant"
+    learning_rate : float, default=0.03
+        Step size of the outer Adam optimiser for the synthetic samples (in units of the
+        data's standard deviation) and the soft-label logits.
+    step_size_learning_rate : float, default=0.01
+        Step size of the outer Adam optimiser for the log of the learned step sizes. Smaller
+        than ``learning_rate`` because step sizes that grow fast destabilise the fit.
+    learning_rate_schedule : {"constant", "cosine"}, default="cosine"
         Outer step size over the ``max_iter`` iterations of a fit: constant, or cosine
         decay from ``learning_rate`` to zero.
     batch_size : int, default=256
@@ -203,6 +208,7 @@ class DatasetDistiller(BaseEstimator):
         "learn_labels": ["boolean"],
         "relabel": [dict, None],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "step_size_learning_rate": [Interval(Real, 0, None, closed="neither")],
         "learning_rate_schedule": [StrOptions({"constant", "cosine"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -228,12 +234,13 @@ class DatasetDistiller(BaseEstimator):
         n_inits=4,
         n_steps=10,
         distilled_batch_size=None,
-        inner_lr_init=0.02,
+        inner_lr_init=0.2,
         learn_lr=True,
         learn_labels=False,
         relabel=None,
-        learning_rate=0.01,
-        learning_rate_schedule="constant",
+        learning_rate=0.03,
+        step_size_learning_rate=0.01,
+        learning_rate_schedule="cosine",
         batch_size=256,
         max_iter=500,
         validation_fraction=0.1,
@@ -259,6 +266,7 @@ class DatasetDistiller(BaseEstimator):
         self.learn_labels = learn_labels
         self.relabel = relabel
         self.learning_rate = learning_rate
+        self.step_size_learning_rate = step_size_learning_rate
         self.learning_rate_schedule = learning_rate_schedule
         self.batch_size = batch_size
         self.max_iter = max_iter
@@ -448,7 +456,7 @@ class DatasetDistiller(BaseEstimator):
         n_classes = classes.shape[0]
         if n_classes < 2:
             raise ValueError(
-                f"y has a single class ({classes[0]!r}); distillation needs at least 2."
+                f"y has a single class ({classes.tolist()[0]!r}); distillation needs at least 2."
             )
         if warm and not np.array_equal(classes, self.classes_):
             raise ValueError(
@@ -461,9 +469,9 @@ class DatasetDistiller(BaseEstimator):
                 f"({n_classes}); at least one synthetic sample per class is needed."
             )
         n_features = X.shape[1]
-        input_shape = self._check_input_shape(n_features)
+        input_shape = check_input_shape(self.input_shape, self.module, n_features)
         relabel = self._check_relabel(classes)
-        net = self._build_module(n_features, n_classes, input_shape)
+        net = make_module(self.module, self.module_params, n_features, n_classes, input_shape)
         device = resolve_device(self.device)
         rng = self._rng if warm else check_random_state(self.random_state)
         rng_state = rng.get_state() if isinstance(rng, np.random.RandomState) else None
@@ -494,7 +502,6 @@ class DatasetDistiller(BaseEstimator):
         target_map = np.arange(n_classes)
         for src, dst in relabel.items():
             target_map[src] = dst
-        dtype = torch.float32
         as_t = lambda a: torch.as_tensor(np.array(a, dtype=np.float32), device=device)
         setup = {
             "X_dtype": X.dtype,
@@ -519,30 +526,6 @@ class DatasetDistiller(BaseEstimator):
         }
         return setup
 
-    def _check_input_shape(self, n_features):
-        shape = self.input_shape
-        if shape is None:
-            if isinstance(self.module, str) and self.module in ("lenet", "convnet"):
-                shape = infer_input_shape(n_features)
-                if shape is None:
-                    raise ValueError(
-                        f"module={self.module!r} needs input_shape=(channels, height, width); "
-                        f"{n_features} features is not a square image, so it cannot be "
-                        "inferred."
-                    )
-            return shape
-        shape = tuple(shape)
-        if not shape or not all(isinstance(s, Integral) and s > 0 for s in shape):
-            raise ValueError(
-                f"input_shape={self.input_shape!r} must be a tuple of positive integers."
-            )
-        if math.prod(shape) != n_features:
-            raise ValueError(
-                f"input_shape={shape} holds {math.prod(shape)} values but X has "
-                f"{n_features} features per sample."
-            )
-        return tuple(int(s) for s in shape)
-
     def _check_relabel(self, classes):
         if not self.relabel:
             return {}
@@ -557,41 +540,6 @@ class DatasetDistiller(BaseEstimator):
                     )
             out[index[src]] = index[dst]
         return out
-
-    def _build_module(self, n_features, n_classes, input_shape):
-        module = self.module
-        if not isinstance(module, (str, nn.Module)) and not (
-            isinstance(module, type) and issubclass(module, nn.Module)
-        ):
-            raise ValueError(
-                f"module={module!r} must be 'mlp', 'lenet', 'convnet', an nn.Module subclass "
-                "or an nn.Module instance."
-            )
-        try:
-            net = build_module(module, self.module_params, n_features, n_classes, input_shape)
-        except TypeError as exc:
-            raise ValueError(
-                f"module_params={self.module_params!r} do not fit module={module!r}: {exc}"
-            ) from None
-        if not any(p.requires_grad for p in net.parameters()):
-            raise ValueError(f"module={module!r} has no trainable parameters.")
-        probe = torch.zeros(2, n_features)
-        if input_shape is not None:
-            probe = probe.reshape(2, *input_shape)
-        try:
-            with torch.no_grad():
-                out = net(probe)
-        except Exception as exc:
-            raise ValueError(
-                f"module={module!r} fails on a batch of samples of shape "
-                f"{tuple(probe.shape[1:])} (input_shape={input_shape!r}): {exc}"
-            ) from None
-        if out.ndim != 2 or out.shape[1] != n_classes:
-            raise ValueError(
-                f"module={module!r} outputs shape {tuple(out.shape)} for 2 samples, but y has "
-                f"{n_classes} classes: it must output (n_samples, {n_classes}) logits."
-            )
-        return net
 
     def _synthetic_classes(self, n_classes):
         """Class index of each synthetic sample, sorted by class."""
@@ -611,7 +559,7 @@ class DatasetDistiller(BaseEstimator):
                 pool = np.flatnonzero(y_enc == c)
                 if pool.shape[0] < slots.shape[0]:
                     warnings.warn(
-                        f"class {c} has {pool.shape[0]} samples, fewer than its "
+                        f"class {c!r} has {pool.shape[0]} samples, fewer than its "
                         f"{slots.shape[0]} synthetic samples; init='real' repeats some of "
                         "them with small noise.",
                         UserWarning,
@@ -699,7 +647,7 @@ class DatasetDistiller(BaseEstimator):
         groups = [{"params": [state["z"]]}]
         if self.learn_lr:
             trainable.append(state["log_lr"])
-            groups.append({"params": [state["log_lr"]], "lr": self._lr_learning_rate()})
+            groups.append({"params": [state["log_lr"]], "lr": self.step_size_learning_rate})
         if self.learn_labels:
             trainable.append(state["label_logits"])
             groups.append({"params": [state["label_logits"]]})
@@ -716,7 +664,7 @@ class DatasetDistiller(BaseEstimator):
         if self.learning_rate_schedule == "cosine":
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] = (
-                    self._lr_learning_rate() if group["params"][0] is state["log_lr"]
+                    self.step_size_learning_rate if group["params"][0] is state["log_lr"]
                     else self.learning_rate
                 )
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.max_iter)
@@ -892,10 +840,6 @@ class DatasetDistiller(BaseEstimator):
             torch.as_tensor(order[i: i + self.distilled_batch_size], device=device)
             for i in range(0, order.shape[0], self.distilled_batch_size)
         ]
-
-    def _lr_learning_rate(self):
-        import os
-        return float(os.environ.get("SKD_LRLR", self.learning_rate))
 
     def _vectorize(self, net):
         # vmap pays off for small dense nets; grouped convolutions under vmap are slow on CPU.

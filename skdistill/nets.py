@@ -10,12 +10,14 @@ import copy
 import inspect
 import math
 
+from numbers import Integral
+
 import torch
 from torch import nn
 
 __all__ = [
     "MLP", "LeNet", "ConvNet", "build_module", "infer_input_shape", "reset_parameters",
-    "param_dict", "sample_params",
+    "param_dict", "sample_params", "check_input_shape", "make_module",
 ]
 
 MAX_SEED = 2**31 - 1
@@ -30,11 +32,11 @@ class MLP(nn.Module):
         Size of one flattened input sample.
     n_classes : int
         Number of output logits.
-    hidden_layer_sizes : tuple of int, default=(128,)
+    hidden_layer_sizes : tuple of int, default=(256,)
         Width of each hidden layer; ``()`` gives multinomial logistic regression.
     """
 
-    def __init__(self, n_features, n_classes, hidden_layer_sizes=(128,)):
+    def __init__(self, n_features, n_classes, hidden_layer_sizes=(256,)):
         super().__init__()
         sizes = [n_features, *hidden_layer_sizes]
         layers = []
@@ -229,3 +231,68 @@ def sample_params(p_init, net, n, rng, device):
     else:
         draws = [states[i] for i in rng.randint(len(states), size=n)]
     return {k: torch.stack([d[k] for d in draws]).to(device) for k in draws[0]}
+
+
+def check_input_shape(input_shape, module, n_features):
+    """The shape that restores one sample for ``module``, checked against ``n_features``.
+
+    None stays None for the MLP and user modules; for a convolutional built-in, ``(1, s, s)``
+    is inferred when ``n_features == s * s``.
+    """
+    if input_shape is None:
+        if isinstance(module, str) and module in _IMAGE_MODULES:
+            shape = infer_input_shape(n_features)
+            if shape is None:
+                raise ValueError(
+                    f"module={module!r} needs input_shape=(channels, height, width); "
+                    f"{n_features} features is not a square image, so it cannot be inferred."
+                )
+            return shape
+        return None
+    shape = tuple(input_shape)
+    if not shape or not all(isinstance(s, Integral) and s > 0 for s in shape):
+        raise ValueError(f"input_shape={input_shape!r} must be a tuple of positive integers.")
+    if math.prod(shape) != n_features:
+        raise ValueError(
+            f"input_shape={shape} holds {math.prod(shape)} values but X has {n_features} "
+            "features per sample."
+        )
+    return tuple(int(s) for s in shape)
+
+
+def make_module(module, module_params, n_features, n_classes, input_shape):
+    """:func:`build_module`, with every way it can fail turned into a ValueError that names
+    the parameter, and a probe forward pass that checks the output has ``n_classes`` logits.
+    """
+    if not isinstance(module, (str, nn.Module)) and not (
+        inspect.isclass(module) and issubclass(module, nn.Module)
+    ):
+        raise ValueError(
+            f"module={module!r} must be 'mlp', 'lenet', 'convnet', an nn.Module subclass or "
+            "an nn.Module instance."
+        )
+    try:
+        net = build_module(module, module_params, n_features, n_classes, input_shape)
+    except TypeError as exc:
+        raise ValueError(
+            f"module_params={module_params!r} do not fit module={module!r}: {exc}"
+        ) from None
+    if not any(p.requires_grad for p in net.parameters()):
+        raise ValueError(f"module={module!r} has no trainable parameters.")
+    probe = torch.zeros(2, n_features)
+    if input_shape is not None:
+        probe = probe.reshape(2, *input_shape)
+    try:
+        with torch.no_grad():
+            out = net(probe)
+    except Exception as exc:
+        raise ValueError(
+            f"module={module!r} fails on a batch of samples of shape {tuple(probe.shape[1:])} "
+            f"(input_shape={input_shape!r}): {exc}"
+        ) from None
+    if out.ndim != 2 or out.shape[1] != n_classes:
+        raise ValueError(
+            f"module={module!r} outputs shape {tuple(out.shape)} for 2 samples, but y has "
+            f"{n_classes} classes: it must output (n_samples, {n_classes}) logits."
+        )
+    return net
