@@ -403,6 +403,39 @@ class DatasetDistiller(BaseEstimator):
         )
         return net.eval()
 
+    def save(self, path):
+        """Write the compressed representation to one self-contained file.
+
+        The file holds the architecture and its parameters, p(θ0) (the fixed or pretrained θ0
+        where there is one), the learned step sizes, the synthetic samples and labels, the
+        classes and the package and format versions. See :meth:`load`.
+
+        Parameters
+        ----------
+        path : str or path-like
+        """
+        from ._io import save_distiller
+
+        check_is_fitted(self)
+        save_distiller(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Restore a fitted distiller written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or path-like
+
+        Returns
+        -------
+        distiller : DatasetDistiller
+            Its ``score``, ``evaluate`` and ``train_model`` match the saved estimator's.
+        """
+        from ._io import load_distiller
+
+        return load_distiller(path, cls)
+
     def sample_model_init(self, random_state=None):
         """A network at θ0 ~ p(θ0), the start of the learned recipe.
 
@@ -800,7 +833,6 @@ class DatasetDistiller(BaseEstimator):
         self.module_ = net.cpu()
         self.input_shape_ = s["input_shape"]
         self.device_ = device
-        self._batches_spec = self.distilled_batch_size
         return self
 
     def _publish_progress(self, n_iter, loss_curve, val_scores, val_iters):
