@@ -11,6 +11,8 @@ step sizes η̃, and the meta-objective is the loss on real data of the network 
 unrolled steps.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad
@@ -20,6 +22,8 @@ __all__ = [
     "inner_step",
     "unroll",
     "meta_loss",
+    "meta_value_and_grad",
+    "checkpoint_segment",
     "unroll_stacked",
     "predict_stacked",
     "n_draws",
@@ -57,13 +61,15 @@ def inner_step(forward, params, x, y, lr):
     return {k: p - lr * grads[k] for k, p in params.items()}
 
 
-def unroll(forward, params, x_syn, y_syn, lrs, batches):
+def unroll(forward, params, x_syn, y_syn, lrs, batches, start=0, stop=None):
     """Train one θ0 for ``len(lrs)`` steps on the synthetic set; returns θ_T.
 
     ``batches`` is a sequence of index tensors (or ``slice(None)`` for the whole set), cycled
     in order: step ``t`` uses ``batches[t % len(batches)]`` with step size ``lrs[t]``.
+    ``start`` and ``stop`` run only steps ``start <= t < stop`` (a segment of the unroll).
     """
-    for t in range(lrs.shape[0]):
+    stop = lrs.shape[0] if stop is None else stop
+    for t in range(start, stop):
         idx = batches[t % len(batches)]
         params = inner_step(forward, params, x_syn[idx], y_syn[idx], lrs[t])
     return params
@@ -122,6 +128,88 @@ def meta_loss(forward, params0, x_syn, y_syn, lrs, batches, x_real, y_real, vect
         return F.cross_entropy(forward(p_final, x_real), y_real)
 
     return _map_draws(one, params0, vectorize).mean()
+
+
+def _final_loss(forward, params, x_real, y_real, vectorize):
+    return _map_draws(
+        lambda p: F.cross_entropy(forward(p, x_real), y_real), params, vectorize
+    ).mean()
+
+
+def checkpoint_segment(n_steps):
+    """Steps per recomputed segment that minimise stored states: ⌈√T⌉ (O(√T) memory)."""
+    return max(1, math.ceil(math.sqrt(n_steps)))
+
+
+def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_real, y_real,
+                        vectorize=True, segment=None):
+    """The meta-loss and its gradient with respect to ``leaves``.
+
+    Parameters
+    ----------
+    forward, params0, batches, x_real, y_real, vectorize
+        As in :func:`meta_loss`.
+    make_synthetic : callable
+        ``make_synthetic(leaves) -> (x_syn, y_syn, lrs)``: the synthetic set, its targets and
+        the step sizes as differentiable functions of the learned tensors.
+    leaves : list of Tensor
+        The learned tensors (``requires_grad=True``).
+    segment : int or None
+        None keeps the graph of every unrolled step (memory O(T)). An integer ``k`` stores
+        only the parameters at the start of each ``k``-step segment and recomputes one segment
+        at a time in the backward pass (gradient checkpointing: memory O(T/k + k), about one
+        more forward pass of compute). The gradient is the same to float tolerance.
+
+    Returns
+    -------
+    loss : Tensor
+        Scalar, detached.
+    grads : list of Tensor
+        One per leaf (zeros where a leaf does not influence the loss).
+    """
+    n_steps = make_synthetic(leaves)[2].shape[0]
+    if segment is None or segment >= n_steps:
+        loss = meta_loss(forward, params0, *make_synthetic(leaves), batches, x_real, y_real,
+                         vectorize)
+        grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+        return loss.detach(), [torch.zeros_like(l) if g is None else g
+                               for l, g in zip(leaves, grads)]
+
+    def run(params, x_syn, y_syn, lrs, start, stop):
+        return _map_draws(
+            lambda p: unroll(forward, p, x_syn, y_syn, lrs, batches, start, stop),
+            params, vectorize,
+        )
+
+    starts = list(range(0, n_steps, segment))
+    # Forward without a graph, keeping the parameters at each segment start.
+    saved = []
+    with torch.no_grad():
+        x_syn, y_syn, lrs = make_synthetic(leaves)
+        params = params0
+        for start in starts:
+            saved.append(params)
+            params = run(params, x_syn, y_syn, lrs, start, min(start + segment, n_steps))
+    final = {k: v.detach().requires_grad_() for k, v in params.items()}
+    loss = _final_loss(forward, final, x_real, y_real, vectorize)
+    keys = list(final)
+    grad_params = torch.autograd.grad(loss, [final[k] for k in keys])
+    totals = [torch.zeros_like(l) for l in leaves]
+    # Backward one segment at a time, from the last: recompute it with a graph, then pull the
+    # gradient back to its start and into the leaves.
+    for start, params in zip(reversed(starts), reversed(saved)):
+        first = start == 0  # θ0 is not learned: no gradient needed there
+        params = {k: v if first else v.detach().requires_grad_() for k, v in params.items()}
+        x_syn, y_syn, lrs = make_synthetic(leaves)
+        end = run(params, x_syn, y_syn, lrs, start, min(start + segment, n_steps))
+        inputs = list(leaves) + ([] if first else [params[k] for k in keys])
+        grads = torch.autograd.grad([end[k] for k in keys], inputs, grad_outputs=grad_params,
+                                    allow_unused=True)
+        for i, g in enumerate(grads[: len(leaves)]):
+            if g is not None:
+                totals[i] += g
+        grad_params = grads[len(leaves):]
+    return loss.detach(), totals
 
 
 def unroll_stacked(forward, params0, x_syn, y_syn, lrs, batches, vectorize=True):

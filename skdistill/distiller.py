@@ -26,6 +26,8 @@ __all__ = ["DatasetDistiller"]
 _N_VALIDATION_INITS = 4
 # θ0 draws of ``score`` (the evaluation protocol: at least 5).
 _N_SCORE_INITS = 5
+# memory="auto" keeps every unrolled step up to this many steps, then checkpoints.
+_FULL_MEMORY_STEPS = 20
 
 
 def resolve_device(device):
@@ -125,6 +127,12 @@ class DatasetDistiller(BaseEstimator):
         Stop when the validation score has not improved for this many iterations.
     validation_interval : int, default=10
         Iterations between validation scores.
+    memory : {"auto", "full", "checkpoint"}, default="auto"
+        How the meta-gradient keeps the unrolled steps: ``"full"`` keeps every step's graph
+        (memory grows linearly with ``n_steps``); ``"checkpoint"`` keeps the parameters at the
+        start of ⌈√n_steps⌉-step segments and recomputes one segment at a time (memory
+        O(√n_steps), about one more unrolled pass of compute, the same gradient);
+        ``"auto"`` checkpoints beyond 20 steps.
     callback : callable, default=None
         Called as ``callback(distiller, n_iter)`` after every iteration; ``n_iter_`` and
         ``loss_curve_`` are current during the call.
@@ -215,6 +223,7 @@ class DatasetDistiller(BaseEstimator):
         "validation_fraction": [Interval(RealNotInt, 0, 1, closed="left")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), None],
         "validation_interval": [Interval(Integral, 1, None, closed="left")],
+        "memory": [StrOptions({"auto", "full", "checkpoint"})],
         "callback": [callable, None],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
@@ -246,6 +255,7 @@ class DatasetDistiller(BaseEstimator):
         validation_fraction=0.1,
         n_iter_no_change=None,
         validation_interval=10,
+        memory="auto",
         callback=None,
         verbose=0,
         random_state=None,
@@ -273,6 +283,7 @@ class DatasetDistiller(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.validation_interval = validation_interval
+        self.memory = memory
         self.callback = callback
         self.verbose = verbose
         self.random_state = random_state
@@ -716,6 +727,12 @@ class DatasetDistiller(BaseEstimator):
                 return torch.softmax(st["label_logits"], dim=1)
             return torch.nn.functional.one_hot(syn_class, n_classes).to(st["z"].dtype)
 
+        def synthetic(_leaves):
+            # the leaves are the tensors of ``state`` themselves
+            return mean + std * state["z"], targets(state), state["log_lr"].exp()
+
+        segment = self._segment()
+
         def validate(st):
             with torch.no_grad():
                 params0 = sample_params(p_init, net, _N_VALIDATION_INITS,
@@ -751,13 +768,12 @@ class DatasetDistiller(BaseEstimator):
                 it = n_iter0 + step + 1
                 idx = torch.as_tensor(rng.choice(n_train, batch, replace=False), device=device)
                 params0 = sample_params(p_init, net, n_draw, rng, device)
-                loss = _unroll.meta_loss(
-                    forward, params0, mean + std * state["z"], targets(state),
-                    state["log_lr"].exp(), batches, s["X_train"][idx], s["y_train"][idx],
-                    vectorize,
+                loss, grads = _unroll.meta_value_and_grad(
+                    forward, params0, synthetic, trainable, batches, s["X_train"][idx],
+                    s["y_train"][idx], vectorize, segment,
                 )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                for t, g in zip(trainable, grads):
+                    t.grad = g
                 finite = torch.isfinite(loss) & torch.stack(
                     [torch.isfinite(t.grad).all() for t in trainable]
                 ).all()
@@ -872,6 +888,12 @@ class DatasetDistiller(BaseEstimator):
             torch.as_tensor(order[i: i + self.distilled_batch_size], device=device)
             for i in range(0, order.shape[0], self.distilled_batch_size)
         ]
+
+    def _segment(self):
+        """Steps per recomputed segment of the unroll, or None to keep every step."""
+        if self.memory == "full" or (self.memory == "auto" and self.n_steps <= _FULL_MEMORY_STEPS):
+            return None
+        return _unroll.checkpoint_segment(self.n_steps)
 
     def _vectorize(self, net):
         # vmap pays off for small dense nets; grouped convolutions under vmap are slow on CPU.

@@ -346,3 +346,11 @@ def test_sklearn_compatible_estimator(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         check(estimator)
+
+
+def test_checkpointed_fit_matches_the_all_in_memory_fit(tiny_data):
+    X, y = tiny_data
+    full = fast(memory="full", n_steps=9).fit(X, y)
+    ckpt = fast(memory="checkpoint", n_steps=9).fit(X, y)
+    np.testing.assert_allclose(ckpt.distilled_X_, full.distilled_X_, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ckpt.learned_lr_, full.learned_lr_, rtol=1e-4)

@@ -57,3 +57,29 @@ def test_unroll_is_plain_gradient_descent():
     grads = torch.autograd.grad(loss, list(leaves.values()))
     for (k, v), g in zip(p0.items(), grads):
         torch.testing.assert_close(p1[k], v - 0.5 * g)
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+@pytest.mark.parametrize("segment", [1, 2, 3, 5])
+def test_checkpointed_gradient_equals_the_all_in_memory_one(vectorize, segment):
+    forward, params0, x_syn, label_logits, _, x_real, y_real = _problem(n_draws=2)
+    log_lr = torch.log(torch.linspace(0.05, 0.3, 7, dtype=torch.float64)).requires_grad_()
+    batches = [torch.tensor([0, 2]), torch.tensor([1])]
+    leaves = [x_syn, label_logits, log_lr]
+
+    def make(leaves):
+        x, logits, log_lr = leaves
+        return x, torch.softmax(logits, 1), log_lr.exp()
+
+    full = _unroll.meta_value_and_grad(forward, params0, make, leaves, batches, x_real, y_real,
+                                       vectorize=vectorize, segment=None)
+    ckpt = _unroll.meta_value_and_grad(forward, params0, make, leaves, batches, x_real, y_real,
+                                       vectorize=vectorize, segment=segment)
+    torch.testing.assert_close(ckpt[0], full[0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(ckpt[1], full[1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert all(g.abs().sum() > 0 for g in full[1])
+
+
+def test_checkpoint_segment_is_square_root():
+    assert [_unroll.checkpoint_segment(t) for t in (1, 10, 100, 200)] == [1, 4, 10, 15]
