@@ -354,3 +354,10 @@ def test_checkpointed_fit_matches_the_all_in_memory_fit(tiny_data):
     ckpt = fast(memory="checkpoint", n_steps=9).fit(X, y)
     np.testing.assert_allclose(ckpt.distilled_X_, full.distilled_X_, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(ckpt.learned_lr_, full.learned_lr_, rtol=1e-4)
+
+
+def test_bfloat16_fit_reaches_the_float32_accuracy(tiny_data):
+    X, y = tiny_data
+    f32 = fast(max_iter=40).fit(X, y).score(X, y)
+    bf16 = fast(max_iter=40, precision="bfloat16").fit(X, y).score(X, y)
+    assert f32 > 0.8 and bf16 >= f32 - 0.05
