@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ._validation import restore_on_error
 from .distiller import DatasetDistiller, resolve_device
 from .nets import MAX_SEED, check_input_shape, make_module, reset_parameters
 
@@ -197,6 +198,7 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
 
     # The distiller's own parameters are validated by its fit.
     @_fit_context(prefer_skip_nested_validation=False)
+    @restore_on_error
     def fit(self, X, y):
         """Distil ``X, y`` and train ``net_`` on the distilled set only.
 
@@ -216,7 +218,7 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         classes = np.unique(y)
         if classes.shape[0] < 2:
             raise ValueError(
-                f"y has 1 class ({classes[0]!r}); a classifier needs at least 2 classes."
+                f"y has a single class ({classes.tolist()[0]!r}); a classifier needs at least 2."
             )
         distiller = DatasetDistiller() if self.distiller is None else clone(self.distiller)
         if self.training == "learned" and not _has_recipe(distiller):

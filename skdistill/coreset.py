@@ -36,6 +36,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from torch import nn
 
 from . import _unroll
+from ._validation import restore_on_error
 from .distiller import resolve_device
 from .nets import MAX_SEED, check_input_shape, make_module, sample_params
 
@@ -147,6 +148,7 @@ class CoresetSelector(BaseEstimator, metaclass=ABCMeta):
     # ------------------------------------------------------------------ public API
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @restore_on_error
     def fit(self, X, y):
         """Select ``n_distilled`` samples, class by class.
 

@@ -2,6 +2,7 @@
 
 import copy
 import math
+import os
 import warnings
 from numbers import Integral, Real
 
@@ -17,6 +18,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from torch import nn
 
 from . import _unroll
+from ._validation import restore_on_error
 from .nets import MAX_SEED as _MAX_SEED
 from .nets import check_input_shape, make_module, param_dict, reset_parameters, sample_params
 
@@ -138,6 +140,15 @@ class DatasetDistiller(BaseEstimator):
         convolutions in bf16, reductions and the learned tensors in float32): faster on CPUs
         with AMX and on recent GPUs, with a meta-gradient close to the float32 one.
         Validation and scoring stay in float32.
+    checkpoint : str or path-like, default=None
+        File that receives the whole state of the fit (synthetic set, step sizes, optimiser
+        and schedule, iteration, RNG, best state) every ``checkpoint_interval`` iterations
+        and at the end, written atomically (a temporary file, then a rename). With
+        ``warm_start=True`` and an existing file, ``fit`` resumes that run and continues it
+        up to ``max_iter`` iterations in all; on CPU the result is the same as that of an
+        uninterrupted run with the same ``random_state``.
+    checkpoint_interval : int, default=50
+        Iterations between checkpoints.
     callback : callable, default=None
         Called as ``callback(distiller, n_iter)`` after every iteration; ``n_iter_`` and
         ``loss_curve_`` are current during the call.
@@ -229,6 +240,8 @@ class DatasetDistiller(BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), None],
         "validation_interval": [Interval(Integral, 1, None, closed="left")],
         "memory": [StrOptions({"auto", "full", "checkpoint"})],
+        "checkpoint": [str, os.PathLike, None],
+        "checkpoint_interval": [Interval(Integral, 1, None, closed="left")],
         "precision": [StrOptions({"float32", "bfloat16"})],
         "callback": [callable, None],
         "verbose": ["verbose"],
@@ -263,6 +276,8 @@ class DatasetDistiller(BaseEstimator):
         validation_interval=10,
         memory="auto",
         precision="float32",
+        checkpoint=None,
+        checkpoint_interval=50,
         callback=None,
         verbose=0,
         random_state=None,
@@ -292,6 +307,8 @@ class DatasetDistiller(BaseEstimator):
         self.validation_interval = validation_interval
         self.memory = memory
         self.precision = precision
+        self.checkpoint = checkpoint
+        self.checkpoint_interval = checkpoint_interval
         self.callback = callback
         self.verbose = verbose
         self.random_state = random_state
@@ -308,6 +325,7 @@ class DatasetDistiller(BaseEstimator):
     # ------------------------------------------------------------------ public API
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @restore_on_error
     def fit(self, X, y):
         """Distil ``X, y`` into ``n_distilled`` synthetic samples and ``n_steps`` step sizes.
 
@@ -499,7 +517,10 @@ class DatasetDistiller(BaseEstimator):
 
     def _prepare(self, X, y):
         """Check everything and build the fit's state; sets no attribute of ``self``."""
-        warm = self.warm_start and hasattr(self, "_state")
+        resume = None
+        if self.warm_start and self.checkpoint is not None and os.path.exists(self.checkpoint):
+            resume = _read_checkpoint(self.checkpoint)
+        warm = resume is None and self.warm_start and hasattr(self, "_state")
         X, y = validate_data(
             self, X, y, reset=not warm, dtype=[np.float64, np.float32], y_numeric=False
         )
@@ -515,6 +536,8 @@ class DatasetDistiller(BaseEstimator):
                 "warm_start=True needs the same classes as the previous fit: "
                 f"got {classes.tolist()}, previously {self.classes_.tolist()}."
             )
+        if resume is not None:
+            _check_checkpoint_fits(resume, self, X.shape[1], classes)
         if self.n_distilled < n_classes:
             raise ValueError(
                 f"n_distilled={self.n_distilled} is smaller than the number of classes "
@@ -531,8 +554,10 @@ class DatasetDistiller(BaseEstimator):
         syn_class = self._synthetic_classes(n_classes)
         init_x = None
         if not warm:
-            init_x = self._check_init(X, y_enc, syn_class, n_features, rng)
+            init_x = self._check_init(X, y_enc, syn_class, n_features, rng, classes)
         model_init = self._check_model_init(net, rng)
+        if resume is not None:
+            model_init = resume["model_init"]
 
         # Validation split, then tensors on the device.
         X_train, y_train, X_val, y_val = X, y_enc, None, None
@@ -569,6 +594,7 @@ class DatasetDistiller(BaseEstimator):
             "init_x": init_x,
             "model_init": model_init,
             "warm": warm,
+            "resume": resume,
             "X_train": as_t(X_train),
             "y_train": torch.as_tensor(target_map[y_train], device=device),
             "X_val": None if X_val is None else as_t(X_val),
@@ -599,7 +625,7 @@ class DatasetDistiller(BaseEstimator):
         per_class[: self.n_distilled % n_classes] += 1
         return np.repeat(np.arange(n_classes), per_class)
 
-    def _check_init(self, X, y_enc, syn_class, n_features, rng):
+    def _check_init(self, X, y_enc, syn_class, n_features, rng, classes):
         """Initial synthetic samples in the space of X (float64 array)."""
         init = self.init
         if isinstance(init, str) and init == "noise":
@@ -611,7 +637,7 @@ class DatasetDistiller(BaseEstimator):
                 pool = np.flatnonzero(y_enc == c)
                 if pool.shape[0] < slots.shape[0]:
                     warnings.warn(
-                        f"class {c!r} has {pool.shape[0]} samples, fewer than its "
+                        f"class {classes.tolist()[c]!r} has {pool.shape[0]} samples, fewer than its "
                         f"{slots.shape[0]} synthetic samples; init='real' repeats some of "
                         "them with small noise.",
                         UserWarning,
@@ -676,7 +702,11 @@ class DatasetDistiller(BaseEstimator):
         syn_class = torch.as_tensor(s["syn_class"], device=device)
         mean, std = s["mean"], s["std"]
 
-        if s["warm"]:
+        resume = s["resume"]
+        if resume is not None:
+            state = {k: v.clone().to(device) for k, v in resume["state"].items()}
+            mean, std = resume["mean_std"]
+        elif s["warm"]:
             state = {k: v.detach().clone().to(device) for k, v in self._state.items()}
             mean, std = self._mean_std
         else:
@@ -706,20 +736,23 @@ class DatasetDistiller(BaseEstimator):
         for t in trainable:
             t.requires_grad_(True)
         optimizer = torch.optim.Adam(groups, lr=self.learning_rate)
-        if s["warm"] and self._optimizer_state is not None:
-            try:
-                optimizer.load_state_dict(self._optimizer_state)
-            except ValueError:
-                pass  # different set of learned tensors: start the moments afresh
-
         scheduler = None
         if self.learning_rate_schedule == "cosine":
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] = (
-                    self.step_size_learning_rate if group["params"][0] is state["log_lr"]
-                    else self.learning_rate
-                )
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.max_iter)
+        # Adam's moments carry over a warm start; the schedule starts again unless resuming.
+        previous = resume["optimizer"] if resume is not None else (
+            self._optimizer_state if s["warm"] else None)
+        if previous is not None:
+            initial = [group["lr"] for group in optimizer.param_groups]
+            try:
+                optimizer.load_state_dict(previous)
+            except ValueError:
+                pass  # different set of learned tensors: start the moments afresh
+            if resume is None:
+                for group, lr in zip(optimizer.param_groups, initial):
+                    group["lr"] = group["initial_lr"] = lr
+        if resume is not None and scheduler is not None and resume["scheduler"] is not None:
+            scheduler.load_state_dict(resume["scheduler"])
         batches = self._synthetic_batches(s["syn_class"], device)
         rng = s["rng"]
         p_init = s["model_init"]
@@ -728,6 +761,9 @@ class DatasetDistiller(BaseEstimator):
 
         # Fixed θ0 draws for validation, so that scores at different iterations compare.
         val_seed = rng.randint(_MAX_SEED)
+        if resume is not None:
+            val_seed = resume["val_seed"]
+            rng.set_state(_rng_state_from(resume["rng"]))
         X_val, y_val = s["X_val"], s["y_val"]
 
         def targets(st):
@@ -753,27 +789,54 @@ class DatasetDistiller(BaseEstimator):
                 return (pred == y_val).float().mean().item()
 
         snapshot = lambda st: {k: v.detach().clone() for k, v in st.items()}
-        n_iter0 = self.n_iter_ if s["warm"] else 0
-        loss_curve = list(self.loss_curve_) if s["warm"] else []
-        val_scores = list(self.validation_scores_) if s["warm"] else []
-        val_iters = list(self.validation_iters_) if s["warm"] else []
-        best = snapshot(state)
-        best_iter, best_score = n_iter0, None
-        if X_val is not None:
-            best_score = validate(state)
-            val_scores.append(best_score)
-            val_iters.append(n_iter0)
-        last_good = best
+        if resume is not None:
+            n_iter0 = resume["n_iter"]
+            loss_curve, val_scores, val_iters = (
+                list(resume[k]) for k in ("loss_curve", "val_scores", "val_iters"))
+            best = {k: v.to(device) for k, v in resume["best"].items()}
+            best_iter, best_score = resume["best_iter"], resume["best_score"]
+            n_target = max(self.max_iter, n_iter0)
+        else:
+            n_iter0 = self.n_iter_ if s["warm"] else 0
+            loss_curve = list(self.loss_curve_) if s["warm"] else []
+            val_scores = list(self.validation_scores_) if s["warm"] else []
+            val_iters = list(self.validation_iters_) if s["warm"] else []
+            best = snapshot(state)
+            best_iter, best_score = n_iter0, None
+            if X_val is not None:
+                best_score = validate(state)
+                val_scores.append(best_score)
+                val_iters.append(n_iter0)
+            n_target = n_iter0 + self.max_iter
+        last_good = snapshot(state)
+
+        def save_checkpoint(n_iter):
+            _write_checkpoint(self.checkpoint, {
+                "fingerprint": _fingerprint(self, s["n_features"], s["classes"]),
+                "n_iter": n_iter,
+                "state": _to_cpu(state),
+                "optimizer": _to_cpu(optimizer.state_dict()),
+                "scheduler": None if scheduler is None else scheduler.state_dict(),
+                "rng": _rng_state_to(rng.get_state()),
+                "val_seed": int(val_seed),
+                "best": _to_cpu(best),
+                "best_iter": int(best_iter),
+                "best_score": best_score,
+                "loss_curve": list(loss_curve),
+                "val_scores": list(val_scores),
+                "val_iters": list(val_iters),
+                "mean_std": (float(mean), float(std)),
+                "model_init": (p_init[0], None if p_init[1] is None else _to_cpu(p_init[1])),
+            })
         stop_reason = None
         n_train = s["X_train"].shape[0]
         batch = min(self.batch_size, n_train)
 
         self._publish_progress(n_iter0, loss_curve, val_scores, val_iters)
-        progress = _progress(self.max_iter, self.verbose)
+        progress = _progress(n_target - n_iter0, self.verbose)
         it = n_done = n_iter0
         try:
-            for step in range(self.max_iter):
-                it = n_iter0 + step + 1
+            for it in range(n_iter0 + 1, n_target + 1):
                 idx = torch.as_tensor(rng.choice(n_train, batch, replace=False), device=device)
                 params0 = sample_params(p_init, net, n_draw, rng, device)
                 with torch.autocast(device.type, dtype=torch.bfloat16,
@@ -807,7 +870,7 @@ class DatasetDistiller(BaseEstimator):
                     break
                 loss_curve.append(loss_value)
                 if X_val is not None and (it % self.validation_interval == 0
-                                          or step == self.max_iter - 1):
+                                          or it == n_target):
                     score = validate(state)
                     val_scores.append(score)
                     val_iters.append(it)
@@ -823,6 +886,8 @@ class DatasetDistiller(BaseEstimator):
                     self._publish_progress(it, loss_curve, val_scores, val_iters)
                     self._publish_state(state, syn_class, s)
                     self.callback(self, it)
+                if self.checkpoint is not None and it % self.checkpoint_interval == 0:
+                    save_checkpoint(it)
                 if (self.n_iter_no_change is not None and X_val is not None
                         and it - best_iter >= self.n_iter_no_change):
                     break
@@ -835,6 +900,8 @@ class DatasetDistiller(BaseEstimator):
         if X_val is None:
             # Without validation the last finite state is kept.
             best, best_iter = (last_good, it - 1) if stop_reason else (snapshot(state), n_done)
+        if self.checkpoint is not None and stop_reason is None:
+            save_checkpoint(n_done)
         if stop_reason:
             kept = (f"the best validation state (iteration {best_iter}, accuracy "
                     f"{best_score:.4f})" if X_val is not None
@@ -959,6 +1026,71 @@ def _to_cpu(obj):
     if isinstance(obj, list):
         return [_to_cpu(v) for v in obj]
     return obj
+
+
+_CHECKPOINT_FORMAT = ("skdistill-checkpoint", 1)
+
+
+def _fingerprint(est, n_features, classes):
+    """What a checkpoint must agree on with the estimator that resumes it."""
+    return {
+        "n_features": int(n_features),
+        "classes": [str(c) for c in classes.tolist()],
+        "n_distilled": int(est.n_distilled),
+        "n_steps": int(est.n_steps),
+        "learn_lr": bool(est.learn_lr),
+        "learn_labels": bool(est.learn_labels),
+    }
+
+
+def _rng_state_to(state):
+    name, keys, pos, has_gauss, cached = state
+    return [name, torch.as_tensor(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+
+
+def _rng_state_from(saved):
+    name, keys, pos, has_gauss, cached = saved
+    return (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
+
+
+def _write_checkpoint(path, payload):
+    """torch.save to a temporary file beside ``path``, then an atomic rename."""
+    payload = {"format": _CHECKPOINT_FORMAT, **payload}
+    tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_checkpoint(path):
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, bad pickle, unreadable file...
+        raise ValueError(
+            f"checkpoint file {os.fspath(path)!r} cannot be read ({type(exc).__name__}: "
+            f"{exc}); it is corrupt or truncated. Delete it, or set warm_start=False to "
+            "start afresh."
+        ) from None
+    if not isinstance(payload, dict) or tuple(payload.get("format", ())) != _CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"checkpoint file {os.fspath(path)!r} is not a skdistill checkpoint of format "
+            f"{_CHECKPOINT_FORMAT[1]} (found {payload.get('format') if isinstance(payload, dict) else type(payload).__name__})."
+        )
+    return payload
+
+
+def _check_checkpoint_fits(payload, est, n_features, classes):
+    expected = _fingerprint(est, n_features, classes)
+    found = payload["fingerprint"]
+    diff = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
+    if diff:
+        detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"checkpoint file {os.fspath(est.checkpoint)!r} belongs to another fit ({detail}); "
+            "use another checkpoint path or warm_start=False."
+        )
 
 
 def _progress(total, verbose):
