@@ -539,6 +539,8 @@ def _encode_params(distiller, classes, arrays, dtypes):
                                          for s, d in value.items()]}
         elif name == "device":
             out[name] = str(value)
+        elif isinstance(value, os.PathLike):
+            out[name] = os.fspath(value)
         elif _is_plain(value):
             out[name] = _tag(value)
         else:
