@@ -218,7 +218,7 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         classes = np.unique(y)
         if classes.shape[0] < 2:
             raise ValueError(
-                f"y has a single class ({classes.tolist()[0]!r}); a classifier needs at least 2."
+                f"y has 1 class ({classes.tolist()[0]!r}); a classifier needs at least 2."
             )
         distiller = DatasetDistiller() if self.distiller is None else clone(self.distiller)
         if self.training == "learned" and not _has_recipe(distiller):

@@ -169,7 +169,7 @@ class CoresetSelector(BaseEstimator, metaclass=ABCMeta):
         n_classes = classes.shape[0]
         if n_classes < 2:
             raise ValueError(
-                f"y has a single class ({classes.tolist()[0]!r}); a class-balanced selection "
+                f"y has 1 class ({classes.tolist()[0]!r}); a class-balanced selection "
                 "needs at least 2."
             )
         if self.n_distilled < n_classes:

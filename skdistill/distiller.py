@@ -529,7 +529,7 @@ class DatasetDistiller(BaseEstimator):
         n_classes = classes.shape[0]
         if n_classes < 2:
             raise ValueError(
-                f"y has a single class ({classes.tolist()[0]!r}); distillation needs at least 2."
+                f"y has 1 class ({classes.tolist()[0]!r}); distillation needs at least 2."
             )
         if warm and not np.array_equal(classes, self.classes_):
             raise ValueError(

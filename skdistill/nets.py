@@ -12,6 +12,7 @@ import math
 
 from numbers import Integral
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -199,37 +200,48 @@ def param_dict(net):
     return {k: v.detach().clone() for k, v in net.named_parameters()}
 
 
-def sample_params(p_init, net, n, rng, device):
+def sample_params(p_init, net, n, rng, device, subset=None):
     """``n`` draws of θ0 ~ p(θ0), stacked along a new axis 0, on ``device``.
+
+    Each draw has its own random stream (seeded from one number taken from ``rng`` and the
+    draw's index), so the draws do not depend on how many are materialised at once: a
+    process that builds draws 0-1 and another that builds 2-3 get exactly the draws that a
+    single process building 0-3 gets. ``rng`` advances by the same amount either way.
 
     Parameters
     ----------
     p_init : ("random", None) or ("list", list of parameter dicts)
-        ``"random"``: fresh weights from each layer's own initialiser, seeded from ``rng``
-        without touching the global torch RNG; ``"list"``: draws (uniformly, with
-        replacement) among the given parameter dicts.
+        ``"random"``: fresh weights from each layer's own initialiser, seeded without
+        touching the global torch RNG; ``"list"``: draws (uniformly, with replacement) among
+        the given parameter dicts.
     net : nn.Module
         Architecture template (its own weights are not used).
     n : int
+        Number of draws in this iteration, over all processes.
     rng : numpy.random.RandomState
     device : torch.device
+    subset : sequence of int, default=None
+        Indices of the draws to build (all when None).
 
     Returns
     -------
-    params : dict of str to Tensor of shape (n, *param.shape)
+    params : dict of str to Tensor of shape (len(subset), *param.shape)
     """
     kind, states = p_init
+    base = rng.randint(MAX_SEED)
+    choice = rng.randint(len(states), size=n) if kind == "list" and len(states) > 1 else None
+    subset = range(n) if subset is None else subset
+    draws = []
     if kind == "random":
-        draws = []
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(rng.randint(MAX_SEED))
             template = copy.deepcopy(net)
-            for _ in range(n):
+            for i in subset:
+                torch.manual_seed(int(np.random.SeedSequence([base, i]).generate_state(1)[0]))
                 draws.append(param_dict(reset_parameters(template)))
-    elif len(states) == 1:
-        draws = states * n
+    elif choice is None:
+        draws = [states[0]] * len(subset)
     else:
-        draws = [states[i] for i in rng.randint(len(states), size=n)]
+        draws = [states[choice[i]] for i in subset]
     return {k: torch.stack([d[k] for d in draws]).to(device) for k in draws[0]}
 
 

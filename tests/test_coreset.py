@@ -199,7 +199,7 @@ class _Counting(RandomSelector):
 @pytest.mark.parametrize("params, data, message", [
     ({"n_distilled": 2}, "three", r"n_distilled=2 is smaller than the number of classes \(3\)"),
     ({"n_distilled": 9}, "short", r"class 2 has 2 samples, fewer than the 3 it must contribute"),
-    ({"n_distilled": 4}, "single", r"y has a single class \(0\)"),
+    ({"n_distilled": 4}, "single", r"y has 1 class \(0\)"),
     ({"n_distilled": 3, "module_params": {"depth": 3}}, "three",
      r"module_params=\{'depth': 3\} do not fit"),
     ({"n_distilled": 3, "module": "lenet"}, "three",

@@ -213,7 +213,7 @@ def _every_estimator():
         (lambda X, y: (X.reshape(len(X), 2, 3), y), ValueError, "dim 3"),
         (lambda X, y: (X[:0], y[:0]), ValueError, "0 sample"),
         (lambda X, y: (X, y[:-1]), ValueError, "inconsistent numbers of samples"),
-        (lambda X, y: (X, np.zeros_like(y)), ValueError, "single class"),
+        (lambda X, y: (X, np.zeros_like(y)), ValueError, "y has 1 class"),
     ],
     ids=["nan", "inf", "sparse", "3-d", "empty", "lengths", "one-class"],
 )
