@@ -1,0 +1,147 @@
+"""The command line: distil to a file, evaluate it, plot it, show it; clear errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from skdistill import DatasetDistiller
+from skdistill.__main__ import main
+from skdistill.nets import MLP
+
+pytest.importorskip("matplotlib")
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def digits_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "digits.skd"
+    assert main(["distill", "digits", "--max-iter", "5", "-v", "0", "-o", str(path)]) == 0
+    return path
+
+
+def test_top_level_help_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "skdistill", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for command in ("demo", "distill", "evaluate", "plot", "info"):
+        assert command in out
+
+
+@pytest.mark.parametrize("command", ["demo", "distill", "evaluate", "plot", "info"])
+def test_every_command_has_help(capsys, command):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: skdistill " + command in capsys.readouterr().out
+
+
+def test_distill_writes_a_file_that_loads(digits_file, capsys):
+    d = DatasetDistiller.load(digits_file)
+    assert d.distilled_X_.shape == (10, 64) and d.n_iter_ == 5
+    code, out, _ = run(capsys, "info", digits_file)
+    assert code == 0
+    assert "architecture: mlp" in out and "dataset=digits" in out and "10 samples" in out
+
+
+def test_evaluate_uses_the_recorded_dataset(digits_file, capsys, tmp_path):
+    code, out, _ = run(capsys, "evaluate", digits_file, "--n-inits", 2, "--standard-epochs",
+                       5, "--json", tmp_path / "acc.json")
+    assert code == 0
+    assert "test split of digits: 540 samples" in out
+    assert "learned recipe (10 steps, 2 θ0 draws)" in out
+    assert "standard training (Adam, 5 epochs, 2 runs)" in out
+    result = json.loads((tmp_path / "acc.json").read_text())
+    assert len(result["learned_recipe"]) == 2 and len(result["standard_training"]) == 2
+    expected = DatasetDistiller.load(digits_file).evaluate(
+        *_digits_test(), n_inits=2, random_state=0)
+    np.testing.assert_allclose(result["learned_recipe"], expected)
+
+
+def _digits_test():
+    from skdistill import load_digits_images
+
+    data = load_digits_images()
+    return data.X_test, data.y_test
+
+
+def test_plot_writes_the_images_and_the_curves(digits_file, capsys, tmp_path):
+    import matplotlib.image as mpimg
+
+    code, out, _ = run(capsys, "plot", digits_file, "-o", tmp_path / "d.png", "--dpi", 40)
+    assert code == 0
+    for name in ("d.png", "d_curve.png"):
+        image = mpimg.imread(tmp_path / name)
+        assert image.shape[0] > 50 and image[..., :3].std() > 0.05
+
+
+def test_distill_an_npz_file_with_string_labels_and_relabel(capsys, tmp_path):
+    rng = np.random.RandomState(0)
+    y = np.repeat(["ant", "bee", "cow"], 40)
+    X = rng.normal(size=(120, 16)) + 3 * (y == "bee")[:, None] - 3 * (y == "cow")[:, None]
+    np.savez(tmp_path / "toy.npz", X=X, y=y)
+    code, out, err = run(capsys, "distill", tmp_path / "toy.npz", "--max-iter", 20,
+                         "--relabel", "ant:cow", "-v", 0, "-o", tmp_path / "toy.skd")
+    assert code == 0, err
+    assert "96 training samples of shape (16,), 3 classes" in out
+    code, out, err = run(capsys, "evaluate", tmp_path / "toy.skd", "--n-inits", 2)
+    assert code == 0, err
+    assert "relabel ant → cow" in out and "of the test samples of ant" in out
+
+
+def test_pretrained_state_dicts_become_the_init_distribution(capsys, tmp_path):
+    files = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        files.append(tmp_path / f"pre{seed}.pt")
+        torch.save(MLP(64, 10, hidden_layer_sizes=(16,)).state_dict(), files[-1])
+    code, _, err = run(capsys, "distill", "digits", "--module-params",
+                       '{"hidden_layer_sizes": [16]}', "--model-init", *files,
+                       "--max-iter", 3, "-v", 0, "-o", tmp_path / "adapted.skd")
+    assert code == 0, err
+    code, out, _ = run(capsys, "info", tmp_path / "adapted.skd")
+    assert "p(θ0): 2 stored θ0 state(s)" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["distill", "imagenet"], "unknown dataset 'imagenet': give one of digits"),
+    (["distill", "missing.npz"], "no such file: missing.npz"),
+    (["distill", "digits", "--relabel", "3-8"], "write SOURCE:TARGET"),
+    (["distill", "digits", "--relabel", "3:11"], "'11' is not a class of the dataset"),
+    (["distill", "digits", "--model-init", "nowhere.pt"], "neither 'random', 'fixed' nor a "
+                                                          "file"),
+    (["distill", "digits", "--module-params", "{width: 3}"], "Expecting property name"),
+    (["evaluate", "missing.skd"], "no such file: missing.skd"),
+    (["plot", "missing.skd"], "no such file: missing.skd"),
+])
+def test_errors_are_one_line_with_exit_code_2(capsys, argv, message):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith(f"skdistill {argv[0]}: error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_a_file_that_is_not_a_distillation_is_refused(capsys, tmp_path):
+    (tmp_path / "notes.skd").write_text("not a zip")
+    code, _, err = run(capsys, "info", tmp_path / "notes.skd")
+    assert code == 2 and "notes.skd is not a skdistill file" in err
+
+
+def test_an_npz_without_the_expected_arrays_is_refused(capsys, tmp_path):
+    np.savez(tmp_path / "odd.npz", A=np.zeros(3))
+    code, _, err = run(capsys, "distill", tmp_path / "odd.npz")
+    assert code == 2 and "odd.npz holds ['A']; expected arrays X_train and y_train" in err
+
+
+def test_bad_option_values_are_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["distill", "digits", "--ipc", "0"])
+    assert exc.value.code == 2
+    assert "--ipc: 0 is not a positive integer" in capsys.readouterr().err
