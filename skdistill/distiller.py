@@ -35,7 +35,10 @@ _FULL_MEMORY_STEPS = 20
 def resolve_device(device):
     """``"auto"`` is CUDA when available, else CPU; anything else must exist here."""
     if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        # under torchrun each process takes the GPU of its local rank
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -521,6 +524,8 @@ class DatasetDistiller(BaseEstimator):
         if self.warm_start and self.checkpoint is not None and os.path.exists(self.checkpoint):
             resume = _read_checkpoint(self.checkpoint)
         warm = resume is None and self.warm_start and hasattr(self, "_state")
+        # A memory-mapped X stays on disk: minibatches are gathered from it row by row.
+        lazy = isinstance(X, np.memmap)
         X, y = validate_data(
             self, X, y, reset=not warm, dtype=[np.float64, np.float32], y_numeric=False
         )
@@ -548,7 +553,19 @@ class DatasetDistiller(BaseEstimator):
         relabel = self._check_relabel(classes)
         net = make_module(self.module, self.module_params, n_features, n_classes, input_shape)
         device = resolve_device(self.device)
+        world, rank = _dist_world()
+        if world > 1:
+            n_draw = self._n_draws_per_iteration(self.model_init)
+            if n_draw < world:
+                raise ValueError(
+                    f"{n_draw} θ0 draw(s) per iteration cannot be split over {world} "
+                    f"processes: use n_inits >= {world}"
+                    + (" with model_init='random' or a list" if n_draw == 1 else "") + "."
+                )
         rng = self._rng if warm else check_random_state(self.random_state)
+        if world > 1 and not warm and not isinstance(self.random_state, Integral):
+            # every rank must follow the same random stream: rank 0 chooses it
+            rng = np.random.RandomState(_broadcast_int(rng.randint(_MAX_SEED), device))
         rng_state = rng.get_state() if isinstance(rng, np.random.RandomState) else None
 
         syn_class = self._synthetic_classes(n_classes)
@@ -559,8 +576,9 @@ class DatasetDistiller(BaseEstimator):
         if resume is not None:
             model_init = resume["model_init"]
 
-        # Validation split, then tensors on the device.
-        X_train, y_train, X_val, y_val = X, y_enc, None, None
+        # Validation split (of row indices), then the rows on the device or on disk.
+        rows = np.arange(X.shape[0])
+        train_rows, val_rows = rows, None
         if self.validation_fraction > 0:
             counts = np.bincount(y_enc, minlength=n_classes)
             stratify = y_enc if counts.min() >= 2 else None
@@ -572,14 +590,14 @@ class DatasetDistiller(BaseEstimator):
                     f"validation_fraction={self.validation_fraction} leaves no training "
                     f"sample out of {X.shape[0]}."
                 )
-            X_train, X_val, y_train, y_val = train_test_split(
-                X, y_enc, test_size=n_val, stratify=stratify,
-                random_state=rng.randint(_MAX_SEED),
+            train_rows, val_rows = train_test_split(
+                rows, test_size=n_val, stratify=stratify, random_state=rng.randint(_MAX_SEED),
             )
         target_map = np.arange(n_classes)
         for src, dst in relabel.items():
             target_map[src] = dst
-        as_t = lambda a: torch.as_tensor(np.array(a, dtype=np.float32), device=device)
+        targets = torch.as_tensor(target_map[y_enc], device=device)
+        mean, std = _moments(X)
         setup = {
             "X_dtype": X.dtype,
             "classes": classes,
@@ -595,12 +613,12 @@ class DatasetDistiller(BaseEstimator):
             "model_init": model_init,
             "warm": warm,
             "resume": resume,
-            "X_train": as_t(X_train),
-            "y_train": torch.as_tensor(target_map[y_train], device=device),
-            "X_val": None if X_val is None else as_t(X_val),
-            "y_val": None if y_val is None else torch.as_tensor(target_map[y_val], device=device),
-            "mean": float(X.mean()),
-            "std": float(X.std()) or 1.0,
+            "train": _Rows(X, targets, train_rows, device, lazy),
+            "val": None if val_rows is None else _Rows(X, targets, val_rows, device, lazy),
+            "mean": mean,
+            "std": std,
+            "world": world,
+            "rank": rank,
         }
         return setup
 
@@ -758,13 +776,17 @@ class DatasetDistiller(BaseEstimator):
         p_init = s["model_init"]
         vectorize = self._vectorize(net)
         n_draw = self.n_inits if p_init[0] == "random" or len(p_init[1]) > 1 else 1
+        world, rank = s["world"], s["rank"]
+        # this process's share of the θ0 draws; its loss and gradient are weighted by it
+        my_draws = np.array_split(np.arange(n_draw), world)[rank]
+        share = len(my_draws) / n_draw
 
         # Fixed θ0 draws for validation, so that scores at different iterations compare.
         val_seed = rng.randint(_MAX_SEED)
         if resume is not None:
             val_seed = resume["val_seed"]
             rng.set_state(_rng_state_from(resume["rng"]))
-        X_val, y_val = s["X_val"], s["y_val"]
+        val = s["val"]
 
         def targets(st):
             if self.learn_labels:
@@ -785,8 +807,14 @@ class DatasetDistiller(BaseEstimator):
                     forward, params0, mean + std * st["z"], targets(st),
                     st["log_lr"].exp(), batches, vectorize,
                 )
-                pred = _unroll.predict_stacked(forward, final, X_val)
-                return (pred == y_val).float().mean().item()
+                correct = sum(
+                    (_unroll.predict_stacked(forward, final, x) == t).sum()
+                    for x, t in val.chunks()
+                )
+                score = correct.double() / (len(val) * _N_VALIDATION_INITS)
+                if world > 1:  # the ranks agree bit for bit; rank 0's word is final
+                    torch.distributed.broadcast(score, src=0)
+                return score.item()
 
         snapshot = lambda st: {k: v.detach().clone() for k, v in st.items()}
         if resume is not None:
@@ -803,7 +831,7 @@ class DatasetDistiller(BaseEstimator):
             val_iters = list(self.validation_iters_) if s["warm"] else []
             best = snapshot(state)
             best_iter, best_score = n_iter0, None
-            if X_val is not None:
+            if val is not None:
                 best_score = validate(state)
                 val_scores.append(best_score)
                 val_iters.append(n_iter0)
@@ -811,6 +839,8 @@ class DatasetDistiller(BaseEstimator):
         last_good = snapshot(state)
 
         def save_checkpoint(n_iter):
+            if rank != 0:
+                return
             _write_checkpoint(self.checkpoint, {
                 "fingerprint": _fingerprint(self, s["n_features"], s["classes"]),
                 "n_iter": n_iter,
@@ -829,22 +859,24 @@ class DatasetDistiller(BaseEstimator):
                 "model_init": (p_init[0], None if p_init[1] is None else _to_cpu(p_init[1])),
             })
         stop_reason = None
-        n_train = s["X_train"].shape[0]
+        n_train = len(s["train"])
         batch = min(self.batch_size, n_train)
 
         self._publish_progress(n_iter0, loss_curve, val_scores, val_iters)
-        progress = _progress(n_target - n_iter0, self.verbose)
+        progress = _progress(n_target - n_iter0, self.verbose and rank == 0)
         it = n_done = n_iter0
         try:
             for it in range(n_iter0 + 1, n_target + 1):
-                idx = torch.as_tensor(rng.choice(n_train, batch, replace=False), device=device)
-                params0 = sample_params(p_init, net, n_draw, rng, device)
+                x_real, y_real = s["train"].take(rng.choice(n_train, batch, replace=False))
+                params0 = sample_params(p_init, net, n_draw, rng, device, subset=my_draws)
                 with torch.autocast(device.type, dtype=torch.bfloat16,
                                     enabled=self.precision == "bfloat16"):
                     loss, grads = _unroll.meta_value_and_grad(
-                        forward, params0, synthetic, trainable, batches, s["X_train"][idx],
-                        s["y_train"][idx], vectorize, segment,
+                        forward, params0, synthetic, trainable, batches, x_real, y_real,
+                        vectorize, segment,
                     )
+                if world > 1:
+                    loss, grads = _all_reduce_mean(loss, grads, share)
                 for t, g in zip(trainable, grads):
                     t.grad = g
                 finite = torch.isfinite(loss) & torch.stack(
@@ -869,7 +901,7 @@ class DatasetDistiller(BaseEstimator):
                     )
                     break
                 loss_curve.append(loss_value)
-                if X_val is not None and (it % self.validation_interval == 0
+                if val is not None and (it % self.validation_interval == 0
                                           or it == n_target):
                     score = validate(state)
                     val_scores.append(score)
@@ -888,7 +920,7 @@ class DatasetDistiller(BaseEstimator):
                     self.callback(self, it)
                 if self.checkpoint is not None and it % self.checkpoint_interval == 0:
                     save_checkpoint(it)
-                if (self.n_iter_no_change is not None and X_val is not None
+                if (self.n_iter_no_change is not None and val is not None
                         and it - best_iter >= self.n_iter_no_change):
                     break
         except KeyboardInterrupt:
@@ -897,14 +929,14 @@ class DatasetDistiller(BaseEstimator):
             if progress is not None:
                 progress.close()
 
-        if X_val is None:
+        if val is None:
             # Without validation the last finite state is kept.
             best, best_iter = (last_good, it - 1) if stop_reason else (snapshot(state), n_done)
         if self.checkpoint is not None and stop_reason is None:
             save_checkpoint(n_done)
         if stop_reason:
             kept = (f"the best validation state (iteration {best_iter}, accuracy "
-                    f"{best_score:.4f})" if X_val is not None
+                    f"{best_score:.4f})" if val is not None
                     else f"the last finite state (iteration {best_iter})")
             warnings.warn(f"{stop_reason}; keeping {kept}.", ConvergenceWarning)
 
@@ -966,6 +998,11 @@ class DatasetDistiller(BaseEstimator):
             for i in range(0, order.shape[0], self.distilled_batch_size)
         ]
 
+    def _n_draws_per_iteration(self, model_init):
+        single = model_init == "fixed" if isinstance(model_init, str) else (
+            not isinstance(model_init, list) or len(model_init) == 1)
+        return 1 if single else self.n_inits
+
     def _segment(self):
         """Steps per recomputed segment of the unroll, or None to keep every step."""
         if self.memory == "full" or (self.memory == "auto" and self.n_steps <= _FULL_MEMORY_STEPS):
@@ -1026,6 +1063,72 @@ def _to_cpu(obj):
     if isinstance(obj, list):
         return [_to_cpu(v) for v in obj]
     return obj
+
+
+class _Rows:
+    """Rows of the real data: on the device, or gathered lazily from an array on disk."""
+
+    def __init__(self, X, targets, rows, device, lazy):
+        self.rows = rows
+        self.targets = targets[torch.as_tensor(rows, device=targets.device)]
+        self.device = device
+        self.lazy = lazy
+        self.X = X if lazy else torch.as_tensor(np.array(X[rows], dtype=np.float32),
+                                                 device=device)
+
+    def __len__(self):
+        return self.rows.shape[0]
+
+    def take(self, idx):
+        """Samples and targets at positions ``idx`` (of this split)."""
+        t_idx = torch.as_tensor(idx, device=self.device)
+        if self.lazy:
+            x = torch.as_tensor(np.asarray(self.X[self.rows[idx]], dtype=np.float32),
+                                device=self.device)
+        else:
+            x = self.X[t_idx]
+        return x, self.targets[t_idx]
+
+    def chunks(self, size=4096):
+        for start in range(0, len(self), size):
+            yield self.take(np.arange(start, min(start + size, len(self))))
+
+
+def _moments(X, chunk=65536):
+    """Mean and standard deviation of all values of X, in float64, in chunks of rows."""
+    n, total, total_sq = X.size, 0.0, 0.0
+    for start in range(0, X.shape[0], chunk):
+        block = np.asarray(X[start:start + chunk], dtype=np.float64)
+        total += block.sum()
+        total_sq += np.square(block).sum()
+    mean = total / n
+    std = math.sqrt(max(total_sq / n - mean**2, 0.0))
+    return mean, std or 1.0
+
+
+def _dist_world():
+    """(world size, rank) of torch.distributed, or (1, 0) when it is not initialised."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def _broadcast_int(value, device):
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    torch.distributed.broadcast(t, src=0)
+    return int(t.item())
+
+
+def _all_reduce_mean(loss, grads, share):
+    """Sum over ranks of ``share``-weighted losses and gradients, in one collective."""
+    flat = torch.cat([loss.reshape(1)] + [g.reshape(-1) for g in grads]) * share
+    torch.distributed.all_reduce(flat)
+    out, offset = [], 1
+    for g in grads:
+        out.append(flat[offset: offset + g.numel()].view_as(g))
+        offset += g.numel()
+    return flat[0], out
 
 
 _CHECKPOINT_FORMAT = ("skdistill-checkpoint", 1)

@@ -1,0 +1,78 @@
+"""fit under torch.distributed (gloo, 2 CPU processes) equals one process with all draws."""
+
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from skdistill import DatasetDistiller
+
+PARAMS = dict(max_iter=12, module_params={"hidden_layer_sizes": (16,)}, n_steps=3,
+              random_state=0, validation_interval=4)
+
+
+def _data():
+    rng = np.random.RandomState(0)
+    centers = rng.normal(0, 3, size=(3, 6))
+    y = np.repeat(np.arange(3), 30)
+    return centers[y] + rng.normal(0, 0.5, size=(90, 6)), y
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, out, checkpoint):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    try:
+        X, y = _data()
+        d = DatasetDistiller(**PARAMS, n_inits=4,
+                             checkpoint=checkpoint).fit(X, y)
+        np.save(f"{out}-{rank}.npy", d.distilled_X_)
+        np.save(f"{out}-{rank}-lr.npy", d.learned_lr_)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_with_two_draws_equal_one_process_with_four(tmp_path):
+    X, y = _data()
+    single = DatasetDistiller(**PARAMS, n_inits=4).fit(X, y)
+
+    out, ckpt = str(tmp_path / "ranks"), str(tmp_path / "run.ckpt")
+    mp.spawn(_worker, args=(2, _free_port(), out, ckpt), nprocs=2, join=True)
+
+    rank0, rank1 = np.load(f"{out}-0.npy"), np.load(f"{out}-1.npy")
+    np.testing.assert_array_equal(rank0, rank1)  # every rank holds the same synthetic set
+    np.testing.assert_allclose(rank0, single.distilled_X_, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.load(f"{out}-0-lr.npy"), single.learned_lr_, rtol=1e-5)
+    assert (tmp_path / "run.ckpt").exists()  # rank 0 wrote the checkpoint
+
+
+def test_memmap_input_is_gathered_lazily(tmp_path):
+    from skdistill.distiller import _Rows
+
+    X, y = _data()
+    path = tmp_path / "X.f32"
+    mm = np.memmap(path, dtype=np.float32, mode="w+", shape=X.shape)
+    mm[:] = X
+    mm.flush()
+    X_disk = np.memmap(path, dtype=np.float32, mode="r", shape=X.shape)
+
+    rows = _Rows(X_disk, torch.as_tensor(y), np.arange(10, 90), torch.device("cpu"), lazy=True)
+    assert rows.X is X_disk  # nothing copied: batches are read from the file when drawn
+    x, t = rows.take(np.array([0, 5]))
+    np.testing.assert_array_equal(x.numpy(), X_disk[[10, 15]])
+    np.testing.assert_array_equal(t.numpy(), y[[10, 15]])
+
+    from_disk = DatasetDistiller(**PARAMS, n_inits=2).fit(X_disk, y)
+    in_memory = DatasetDistiller(**PARAMS, n_inits=2).fit(X.astype(np.float32), y)
+    np.testing.assert_allclose(from_disk.distilled_X_, in_memory.distilled_X_, rtol=1e-5,
+                               atol=1e-6)
