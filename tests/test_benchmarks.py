@@ -27,3 +27,17 @@ def test_quick_accuracy_benchmark_writes_table_json_and_plot(tmp_path):
         assert len(r["learned_recipe"]) >= 5 and len(r["standard_training"]) >= 5
         assert all(0.0 <= a <= 1.0 for a in r["learned_recipe"] + r["standard_training"])
     assert (tmp_path / "accuracy_quick.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_quick_scaling_benchmark_writes_table_json_and_plot(tmp_path):
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--quick", "--no-progress",
+         "--out-dir", str(tmp_path)],
+        check=True, cwd=ROOT, timeout=600,
+    )
+    result = json.loads((tmp_path / "scaling_quick.json").read_text())
+    rates = result["iterations_per_second"]
+    assert set(rates) == {"1", "2"} and all(r > 0 for r in rates.values())
+    assert "speed-up" in (tmp_path / "scaling_quick.md").read_text()
+    assert (tmp_path / "scaling_quick.png").stat().st_size > 1000
