@@ -280,17 +280,17 @@ def make_module(module, module_params, n_features, n_classes, input_shape):
         inspect.isclass(module) and issubclass(module, nn.Module)
     ):
         raise ValueError(
-            f"module={module!r} must be 'mlp', 'lenet', 'convnet', an nn.Module subclass or "
+            f"module={_describe(module)} must be 'mlp', 'lenet', 'convnet', an nn.Module subclass or "
             "an nn.Module instance."
         )
     try:
         net = build_module(module, module_params, n_features, n_classes, input_shape)
     except TypeError as exc:
         raise ValueError(
-            f"module_params={module_params!r} do not fit module={module!r}: {exc}"
+            f"module_params={module_params!r} do not fit module={_describe(module)}: {exc}"
         ) from None
     if not any(p.requires_grad for p in net.parameters()):
-        raise ValueError(f"module={module!r} has no trainable parameters.")
+        raise ValueError(f"module={_describe(module)} has no trainable parameters.")
     probe = torch.zeros(2, n_features)
     if input_shape is not None:
         probe = probe.reshape(2, *input_shape)
@@ -299,12 +299,23 @@ def make_module(module, module_params, n_features, n_classes, input_shape):
             out = net(probe)
     except Exception as exc:
         raise ValueError(
-            f"module={module!r} fails on a batch of samples of shape {tuple(probe.shape[1:])} "
+            f"module={_describe(module)} fails on a batch of samples of shape {tuple(probe.shape[1:])} "
             f"(input_shape={input_shape!r}): {exc}"
         ) from None
     if out.ndim != 2 or out.shape[1] != n_classes:
         raise ValueError(
-            f"module={module!r} outputs shape {tuple(out.shape)} for 2 samples, but y has "
+            f"module={_describe(module)} outputs shape {tuple(out.shape)} for 2 samples, but y has "
             f"{n_classes} classes: it must output (n_samples, {n_classes}) logits."
         )
     return net
+
+
+def _describe(module):
+    """A short name of the ``module`` parameter for messages (a repr can span many lines)."""
+    if isinstance(module, str):
+        return repr(module)
+    if inspect.isclass(module):
+        return module.__name__
+    if isinstance(module, nn.Module):
+        return f"<{type(module).__name__} instance>"
+    return repr(module)
