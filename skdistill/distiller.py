@@ -566,7 +566,6 @@ class DatasetDistiller(BaseEstimator):
         if world > 1 and not warm and not isinstance(self.random_state, Integral):
             # every rank must follow the same random stream: rank 0 chooses it
             rng = np.random.RandomState(_broadcast_int(rng.randint(_MAX_SEED), device))
-        rng_state = rng.get_state() if isinstance(rng, np.random.RandomState) else None
 
         syn_class = self._synthetic_classes(n_classes)
         init_x = None
@@ -597,7 +596,13 @@ class DatasetDistiller(BaseEstimator):
         for src, dst in relabel.items():
             target_map[src] = dst
         targets = torch.as_tensor(target_map[y_enc], device=device)
-        mean, std = _moments(X)
+        # the synthetic samples are learned in units of the data's spread, fixed at the start
+        if resume is not None:
+            mean, std = resume["mean_std"]
+        elif warm:
+            mean, std = self._mean_std
+        else:
+            mean, std = _moments(X)
         setup = {
             "X_dtype": X.dtype,
             "classes": classes,
@@ -607,7 +612,6 @@ class DatasetDistiller(BaseEstimator):
             "net": net,
             "device": device,
             "rng": rng,
-            "rng_state": rng_state,
             "syn_class": syn_class,
             "init_x": init_x,
             "model_init": model_init,
@@ -723,10 +727,8 @@ class DatasetDistiller(BaseEstimator):
         resume = s["resume"]
         if resume is not None:
             state = {k: v.clone().to(device) for k, v in resume["state"].items()}
-            mean, std = resume["mean_std"]
         elif s["warm"]:
             state = {k: v.detach().clone().to(device) for k, v in self._state.items()}
-            mean, std = self._mean_std
         else:
             z = (torch.as_tensor(s["init_x"], dtype=torch.float32) - mean) / std
             n_syn = z.shape[0]
@@ -968,8 +970,6 @@ class DatasetDistiller(BaseEstimator):
 
     def _publish_state(self, st, syn_class, s):
         mean, std = s["mean"], s["std"]
-        if s["warm"]:
-            mean, std = self._mean_std
         x = (mean + std * st["z"].detach()).cpu().double().numpy()
         self.classes_ = s["classes"]
         self.distilled_X_ = x.astype(s["X_dtype"], copy=False)
