@@ -14,8 +14,7 @@ X_train, X_test, y_train, y_test = train_test_split(
 )
 
 # Each candidate distils the training folds, then replays the learned recipe on a skorch net.
-# Larger initial and outer step sizes than the defaults converge in 100 outer iterations.
-distiller = DatasetDistiller(max_iter=100, inner_lr_init=0.3, learning_rate=0.05)
+distiller = DatasetDistiller(max_iter=100)
 clf = DistilledClassifier(distiller, random_state=0)
 search = GridSearchCV(clf, {"distiller__n_distilled": [10, 20]}, cv=3)
 search.fit(X_train, y_train)
