@@ -1,0 +1,44 @@
+"""The quick speed benchmark runs end to end and writes its three outputs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_quick_speed_benchmark_writes_table_json_and_plot(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--no-progress",
+         "--out-dir", str(tmp_path)],
+        check=True, cwd=ROOT, timeout=120, env=env,
+    )
+    table = (tmp_path / "speed_quick.md").read_text()
+    assert "naive (it/s)" in table and "Peak memory" in table
+    result = json.loads((tmp_path / "speed_quick.json").read_text())
+    assert result["meta"]["versions"]["torch"]
+    block = result["results"]["digits_mlp"]
+    assert [(r["n_inits"], r["n_steps"]) for r in block["timing"]] == [(1, 10), (4, 10), (4, 30)]
+    for record in block["timing"]:
+        variants = record["variants"]
+        assert variants["naive"]["speedup"] == 1.0
+        for name in ["vmap", "loop", "vmap+ckpt", "loop+ckpt", "vmap+bf16", "loop+bf16"]:
+            info = variants[name]
+            # Same problem, same θ0: the float32 variants give the naive gradient.
+            tolerance = 5e-2 if "bf16" in name else 1e-4
+            assert info["grad_rel_error"] < tolerance, (name, info["grad_rel_error"])
+            # Sane, not fast: a ratio far outside this range means a broken measurement.
+            assert 0.05 < info["speedup"] < 100, (name, info["speedup"])
+            assert 0.0 < info["flop_fraction"] < 10
+    memory = {(m["variant"], m["n_steps"]): m["peak_mb"] for m in block["memory"]}
+    assert set(memory) == {(v, t) for v in ["naive", "vmap", "vmap+ckpt"] for t in (10, 40)}
+    assert all(mb > 0 for mb in memory.values())
+    # All steps in memory grows with n_steps; the naive reference keeps them too.
+    assert memory["vmap", 40] > memory["vmap", 10]
+    assert (tmp_path / "speed_quick.png").stat().st_size > 1000
