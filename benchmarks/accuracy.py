@@ -100,6 +100,8 @@ def parse_args(argv=None):
                         help="θ0 draws (protocol 1) and training runs (protocol 2)")
     parser.add_argument("--epochs", type=int, help="epochs of protocol 2 (default: 300)")
     parser.add_argument("--lr", type=float, default=0.01, help="Adam step of protocol 2")
+    parser.add_argument("--learn-labels", action="store_true",
+                        help="the distiller learns soft labels (learn_labels=True)")
     parser.add_argument("--module", choices=["mlp", "lenet", "convnet"], default="mlp",
                         help="network of both protocols, for every method")
     parser.add_argument("--seed", type=int, default=0,
@@ -135,7 +137,8 @@ def build(method, ipc, data, args, device):
     common = dict(n_distilled=10 * ipc, module=args.module, input_shape=shape,
                   n_steps=args.n_steps, random_state=args.seed, device=str(device))
     if method == "distilled":
-        return DatasetDistiller(max_iter=args.max_iter, batch_size=args.batch_size, **common)
+        return DatasetDistiller(max_iter=args.max_iter, batch_size=args.batch_size,
+                                learn_labels=args.learn_labels, **common)
     return SELECTORS[method](inner_lr=args.inner_lr, **common)
 
 
@@ -175,6 +178,7 @@ def report(results, args, meta):
         "",
         f"Setup: module `{args.module}`; distiller `max_iter={args.max_iter}`, "
         f"`batch_size={args.batch_size}`, `n_steps={args.n_steps}` with learned step sizes, "
+        f"`learn_labels={args.learn_labels}`, "
         "other parameters at their defaults; selectors' protocol 1 uses the constant step "
         f"size `inner_lr={args.inner_lr}` (untuned). Protocol 2: Adam, lr {args.lr}, "
         f"{args.epochs} epochs ({meta['protocol_2_backend']}). Accuracy in % on the test "
