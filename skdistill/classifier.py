@@ -122,7 +122,7 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         class indices into ``classes_``.
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined only when ``X`` has string feature names.
     input_shape_ : tuple or None
         Shape each row of ``X`` is restored to before the network.

@@ -93,7 +93,7 @@ class CoresetSelector(BaseEstimator, metaclass=ABCMeta):
         Rows of ``X`` that were selected; only for selectors of real samples.
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined only when ``X`` has string feature names.
     module_ : nn.Module
         The architecture trained by :meth:`score`.
@@ -319,7 +319,7 @@ class CoresetSelector(BaseEstimator, metaclass=ABCMeta):
 class RandomSelector(CoresetSelector):
     """Class-balanced random real samples.
 
-    Parameters are those of :class:`CoresetSelector`.
+    Parameters are those of :class:`~skdistill.coreset.CoresetSelector`.
 
     Examples
     --------
@@ -340,7 +340,7 @@ class ClassMeans(CoresetSelector):
 
     With ``n`` samples per class the class is cut at random into ``n`` groups of (nearly)
     equal size and each group is averaged, so the set stays an average of real images.
-    Parameters are those of :class:`CoresetSelector`.
+    Parameters are those of :class:`~skdistill.coreset.CoresetSelector`.
 
     Examples
     --------
@@ -362,7 +362,7 @@ class KMeansSelector(CoresetSelector):
     """Centres of k-means clusters of each class (k = the class's share of ``n_distilled``).
 
     Uses :class:`sklearn.cluster.KMeans` with k-means++ seeding from ``random_state``.
-    Parameters are those of :class:`CoresetSelector`.
+    Parameters are those of :class:`~skdistill.coreset.CoresetSelector`.
 
     Examples
     --------
@@ -390,7 +390,7 @@ class Herding(CoresetSelector):
     (Euclidean) to the class mean. Deterministic; ``random_state`` only seeds :meth:`score`.
     The dataset-condensation literature herds in the features of a trained network instead;
     input space keeps the baseline independent of any trained model.
-    Parameters are those of :class:`CoresetSelector`.
+    Parameters are those of :class:`~skdistill.coreset.CoresetSelector`.
 
     References
     ----------
@@ -428,7 +428,7 @@ class KCenterGreedy(CoresetSelector):
     The first sample of a class is the one nearest to the class mean; each next one maximises
     the Euclidean distance to its nearest already selected sample, so the set covers the
     class. Deterministic; ``random_state`` only seeds :meth:`score`.
-    Parameters are those of :class:`CoresetSelector`.
+    Parameters are those of :class:`~skdistill.coreset.CoresetSelector`.
 
     References
     ----------

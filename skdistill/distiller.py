@@ -177,7 +177,7 @@ class DatasetDistiller(BaseEstimator):
         Positive step size of each unrolled step.
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined only when ``X`` has string feature names.
     n_iter_ : int
         Outer iterations run (over all warm starts).
