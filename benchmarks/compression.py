@@ -155,6 +155,10 @@ def run_one(dataset, ipc, extra, data, args, device, folder, bar):
                                                                          and same_model)}
 
 
+def _ratio(a, b):
+    return f"{a / b:,.0f}×" if a / b >= 10 else f"{a / b:.1f}×"
+
+
 def _kb(n):
     return f"{n / 1000:,.1f} kB" if n < 1e6 else f"{n / 1e6:,.1f} MB"
 
@@ -179,9 +183,9 @@ def report(records, args, meta):
             f"{r['dataset']}, {r['ipc']}/class" + (f", {r['label']}" if r.get("label") else ""),
             f"{r['n_train']:,} × {r['n_features']}",
             _kb(r["file_bytes"]),
-            f"{_kb(ts['uint8'])} ({ts['uint8'] / r['file_bytes']:,.0f}×)",
-            f"{_kb(ts['uint8_gzip'])} ({ts['uint8_gzip'] / r['file_bytes']:,.0f}×)",
-            f"{_kb(ts['float32'])} ({ts['float32'] / r['file_bytes']:,.0f}×)",
+            f"{_kb(ts['uint8'])} ({_ratio(ts['uint8'], r['file_bytes'])})",
+            f"{_kb(ts['uint8_gzip'])} ({_ratio(ts['uint8_gzip'], r['file_bytes'])})",
+            f"{_kb(ts['float32'])} ({_ratio(ts['float32'], r['file_bytes'])})",
             mean_std(r["learned_recipe"]),
             "yes" if r["round_trip_identical"] else "**no**",
         ])
