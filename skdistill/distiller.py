@@ -776,9 +776,11 @@ class DatasetDistiller(BaseEstimator):
         batches = self._synthetic_batches(s["syn_class"], device)
         rng = s["rng"]
         p_init = s["model_init"]
-        vectorize = self._vectorize(net)
         n_draw = self.n_inits if p_init[0] == "random" or len(p_init[1]) > 1 else 1
         world, rank = s["world"], s["rank"]
+        vectorize = self._vectorize(net, n_draw // world)
+        # a single θ0 (fixed or one pretrained) is validated once, not four times
+        n_val_draws = _N_VALIDATION_INITS if n_draw > 1 else 1
         # this process's share of the θ0 draws; its loss and gradient are weighted by it
         my_draws = np.array_split(np.arange(n_draw), world)[rank]
         share = len(my_draws) / n_draw
@@ -803,8 +805,8 @@ class DatasetDistiller(BaseEstimator):
 
         def validate(st):
             with torch.no_grad():
-                params0 = sample_params(p_init, net, _N_VALIDATION_INITS,
-                                     np.random.RandomState(val_seed), device)
+                params0 = sample_params(p_init, net, n_val_draws,
+                                        np.random.RandomState(val_seed), device)
                 final = _unroll.unroll_stacked(
                     forward, params0, mean + std * st["z"], targets(st),
                     st["log_lr"].exp(), batches, vectorize,
@@ -813,7 +815,7 @@ class DatasetDistiller(BaseEstimator):
                     (_unroll.predict_stacked(forward, final, x) == t).sum()
                     for x, t in val.chunks()
                 )
-                score = correct.double() / (len(val) * _N_VALIDATION_INITS)
+                score = correct.double() / (len(val) * n_val_draws)
                 if world > 1:  # the ranks agree bit for bit; rank 0's word is final
                     torch.distributed.broadcast(score, src=0)
                 return score.item()
@@ -1009,8 +1011,12 @@ class DatasetDistiller(BaseEstimator):
             return None
         return _unroll.checkpoint_segment(self.n_steps)
 
-    def _vectorize(self, net):
-        # vmap pays off for small dense nets; grouped convolutions under vmap are slow on CPU.
+    def _vectorize(self, net, n_draws=None):
+        # Measured by benchmarks/speed.py on CPU: vmap pays off for dense nets from 4 draws
+        # (1.1-2.3x a loop), a loop is faster for a single draw and for conv nets (grouped
+        # convolutions under vmap run at 0.6-0.7x).
+        if n_draws == 1:
+            return False
         has_conv = any(isinstance(m, nn.Conv2d) for m in net.modules())
         return not has_conv or torch.device(resolve_device(self.device)).type == "cuda"
 

@@ -213,8 +213,9 @@ def test_digits_one_image_per_class_random_init(digits_split):
 @pytest.mark.slow
 def test_digits_one_image_per_class_fixed_init_learned_labels(digits_split):
     X_train, X_test, y_train, y_test = digits_split
+    # 1000 iterations: seeds 0, 1, 2 reach 97.2, 97.0, 96.3 (500 iterations: 94.1 to 95.4)
     d = DatasetDistiller(n_distilled=10, model_init="fixed", learn_labels=True,
-                         random_state=0).fit(X_train, y_train)
+                         max_iter=1000, random_state=0).fit(X_train, y_train)
     assert d.score(X_test, y_test) >= 0.95
 
 
