@@ -171,7 +171,33 @@ def _size(n_bytes):
 # ---------------------------------------------------------------------- commands
 
 
+def _init_distributed():
+    """Join the process group that ``torchrun`` describes in the environment, if any.
+
+    Returns the rank (0 without torchrun)."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return 0
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank()
+
+
 def _distill(args):
+    rank = _init_distributed()
+    if rank != 0:  # every rank fits the same set; rank 0 reports and writes it
+        sys.stdout = open(os.devnull, "w")
+    try:
+        return _distill_one(args, rank)
+    finally:
+        if rank != 0:
+            sys.stdout.close()
+            sys.stdout = sys.__stdout__
+
+
+def _distill_one(args, rank):
     import numpy as np
     import torch
     from sklearn.model_selection import train_test_split
@@ -211,7 +237,7 @@ def _distill(args):
     shape = tuple(args.input_shape) if args.input_shape else data.image_shape
     distiller = DatasetDistiller(
         n_distilled=n_distilled, module=args.module, module_params=module_params,
-        input_shape=shape, model_init=model_init, n_steps=args.n_steps,
+        input_shape=shape, model_init=model_init, n_steps=args.n_steps, n_inits=args.n_inits,
         distilled_batch_size=args.distilled_batch_size, learn_labels=args.learn_labels,
         relabel=relabel, batch_size=args.batch_size, max_iter=args.max_iter,
         random_state=args.seed, verbose=args.verbose, device=args.device,
@@ -231,6 +257,8 @@ def _distill(args):
                 else str(Path(args.dataset).resolve()),
                 "n_train": int(X.shape[0]), "seed": args.seed,
                 "class_names": _class_names(data, classes), "seconds": round(seconds, 2)}
+    if rank != 0:
+        return 0
     save_distiller(distiller, output, metadata=metadata)
     size = output.stat().st_size
     raw = X.shape[0] * X.shape[1] * 4
@@ -452,6 +480,8 @@ def _parser():
     d.add_argument("--model-init", nargs="+", default=["random"], metavar="INIT",
                    help="p(θ0): 'random', 'fixed', or one or more files holding pretrained "
                         "state dicts (adaptation)")
+    d.add_argument("--n-inits", type=_positive, default=4,
+                       help="θ0 draws per iteration, split over processes under torchrun")
     d.add_argument("--n-steps", type=_positive, default=10, help="unrolled inner steps")
     d.add_argument("--distilled-batch-size", type=_positive,
                    help="synthetic samples per step (default: all of them)")

@@ -76,3 +76,21 @@ def test_memmap_input_is_gathered_lazily(tmp_path):
     in_memory = DatasetDistiller(**PARAMS, n_inits=2).fit(X.astype(np.float32), y)
     np.testing.assert_allclose(from_disk.distilled_X_, in_memory.distilled_X_, rtol=1e-5,
                                atol=1e-6)
+
+
+@pytest.mark.slow
+def test_command_line_distill_runs_under_torchrun(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "digits.skd"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(_free_port()), "-m", "skdistill", "distill", "digits",
+         "--max-iter", "5", "--n-inits", "4", "-v", "0", "--output", str(out)],
+        check=True, cwd=tmp_path, env=env, timeout=300, capture_output=True,
+    )
+    loaded = DatasetDistiller.load(out)  # written once, by rank 0
+    assert loaded.distilled_X_.shape == (10, 64) and loaded.n_iter_ == 5
