@@ -141,8 +141,10 @@ class DatasetDistiller(BaseEstimator):
     precision : {"float32", "bfloat16"}, default="float32"
         ``"bfloat16"`` runs the meta-gradient under bf16 autocast (matrix products and
         convolutions in bf16, reductions and the learned tensors in float32): faster on CPUs
-        with AMX and on recent GPUs, with a meta-gradient close to the float32 one.
-        Validation and scoring stay in float32.
+        with AMX and on recent GPUs. The bf16 meta-gradient stays close to the float32 one
+        for small MLPs but drifts over long ConvNet unrolls (cosine 0.86-0.98 measured by
+        ``benchmarks/speed.py``): check the accuracy before relying on it. Validation and
+        scoring stay in float32.
     checkpoint : str or path-like, default=None
         File that receives the whole state of the fit (synthetic set, step sizes, optimiser
         and schedule, iteration, RNG, best state) every ``checkpoint_interval`` iterations
