@@ -49,7 +49,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 __all__ = ["save_distiller", "load_distiller", "read_manifest", "FORMAT_NAME", "FORMAT_VERSION"]
 

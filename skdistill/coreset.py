@@ -32,10 +32,11 @@ from sklearn.cluster import KMeans
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 from torch import nn
 
 from . import _unroll
+from ._base import ScoredSamplerMixin
 from ._validation import restore_on_error
 from .distiller import resolve_device
 from .nets import MAX_SEED, check_input_shape, make_module, sample_params
@@ -50,11 +51,8 @@ __all__ = [
     "SELECTORS",
 ]
 
-# θ0 draws of ``score``, as in DatasetDistiller.score.
-_N_SCORE_INITS = 5
 
-
-class CoresetSelector(BaseEstimator, metaclass=ABCMeta):
+class CoresetSelector(ScoredSamplerMixin, BaseEstimator, metaclass=ABCMeta):
     """Base class of the coreset baselines: validation, class balance and scoring.
 
     A subclass implements ``_select_class(X, n, rng)`` for the samples ``X`` of one class and
@@ -213,76 +211,7 @@ class CoresetSelector(BaseEstimator, metaclass=ABCMeta):
         self.device_ = device
         return self
 
-    def fit_resample(self, X, y):
-        """Fit, then return the selected set ``(distilled_X_, distilled_y_)``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-
-        Returns
-        -------
-        X_resampled : ndarray of shape (n_distilled, n_features)
-        y_resampled : ndarray of shape (n_distilled,)
-        """
-        self.fit(X, y)
-        return self.distilled_X_, self.distilled_y_
-
-    def evaluate(self, X, y, n_inits=_N_SCORE_INITS, random_state=None):
-        """Accuracy on ``X, y`` of networks trained on the selected set, one per θ0 draw.
-
-        Each network starts from fresh weights and takes ``n_steps`` gradient-descent steps
-        of size ``inner_lr`` on the whole selected set (one-hot targets, cross-entropy).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-            Labels from ``classes_``; any other label counts as an error.
-        n_inits : int, default=5
-            θ0 draws.
-        random_state : int, RandomState instance or None, default=None
-            Seeds the θ0 draws.
-
-        Returns
-        -------
-        accuracies : ndarray of shape (n_inits,)
-        """
-        X, y = self._check_eval_data(X, y)
-        return self._correct(X, y, n_inits, random_state).mean(axis=1)
-
-    def score(self, X, y, sample_weight=None):
-        """Mean accuracy over 5 θ0 draws (see :meth:`evaluate`), seeded by ``random_state``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-        sample_weight : array-like of shape (n_samples,), default=None
-
-        Returns
-        -------
-        score : float
-        """
-        X, y = self._check_eval_data(X, y)
-        sample_weight = _check_sample_weight(sample_weight, X)
-        seed = (np.random.RandomState(self.random_state)
-                if isinstance(self.random_state, Integral) else None)
-        correct = self._correct(X, y, _N_SCORE_INITS, seed)
-        return float(np.mean(correct @ sample_weight / sample_weight.sum()))
-
     # ------------------------------------------------------------------ helpers
-
-    def _check_eval_data(self, X, y):
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        y = np.asarray(y)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(
-                f"X has {X.shape[0]} samples but y has {y.shape[0]}; they must match."
-            )
-        return X, y
 
     def _correct(self, X, y, n_inits, random_state):
         """Boolean matrix (n_inits, n_samples): is each sample right for each θ0 draw."""

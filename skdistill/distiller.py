@@ -14,10 +14,11 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from . import _unroll
+from ._base import ScoredSamplerMixin
 from ._validation import restore_on_error
 from .nets import MAX_SEED as _MAX_SEED
 from .nets import check_input_shape, make_module, param_dict, reset_parameters, sample_params
@@ -26,8 +27,6 @@ __all__ = ["DatasetDistiller"]
 
 # θ0 draws used for validation scores; fixed for a fit so that scores are comparable.
 _N_VALIDATION_INITS = 4
-# θ0 draws of ``score`` (the evaluation protocol: at least 5).
-_N_SCORE_INITS = 5
 # memory="auto" keeps every unrolled step up to this many steps, then checkpoints.
 _FULL_MEMORY_STEPS = 20
 
@@ -51,7 +50,7 @@ def resolve_device(device):
     return dev
 
 
-class DatasetDistiller(BaseEstimator):
+class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
     """Learn a tiny synthetic training set and the step sizes that train a network on it.
 
     Dataset distillation (Wang et al. 2018) optimises ``n_distilled`` synthetic samples x̃
@@ -348,79 +347,6 @@ class DatasetDistiller(BaseEstimator):
         setup = self._prepare(X, y)
         self._run(setup)
         return self
-
-    def fit_resample(self, X, y):
-        """Fit, then return the synthetic set ``(distilled_X_, distilled_y_)``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-
-        Returns
-        -------
-        X_resampled : ndarray of shape (n_distilled, n_features)
-        y_resampled : ndarray of shape (n_distilled,)
-        """
-        self.fit(X, y)
-        return self.distilled_X_, self.distilled_y_
-
-    def evaluate(self, X, y, n_inits=_N_SCORE_INITS, random_state=None):
-        """Accuracy on ``X, y`` of networks trained by the learned recipe, one per θ0 draw.
-
-        Each network starts from a fresh θ0 ~ p(θ0) (or the fixed / pretrained θ0) and takes
-        exactly ``n_steps`` gradient-descent steps with ``learned_lr_`` on the synthetic set.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-            Labels from ``classes_``; any other label counts as an error.
-        n_inits : int, default=5
-            θ0 draws (a single fixed or pretrained θ0 is evaluated once).
-        random_state : int, RandomState instance or None, default=None
-            Seeds the θ0 draws.
-
-        Returns
-        -------
-        accuracies : ndarray of shape (n_draws,)
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        y = np.asarray(y)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(
-                f"X has {X.shape[0]} samples but y has {y.shape[0]}; they must match."
-            )
-        correct = self._correct(X, y, n_inits, random_state)
-        return correct.mean(axis=1)
-
-    def score(self, X, y, sample_weight=None):
-        """Mean accuracy of the learned recipe over 5 θ0 draws (see :meth:`evaluate`).
-
-        The draws are seeded by ``random_state``, so an integer seed gives a deterministic
-        score; this is what :class:`~sklearn.model_selection.GridSearchCV` maximises.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-        sample_weight : array-like of shape (n_samples,), default=None
-
-        Returns
-        -------
-        score : float
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        y = np.asarray(y)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(
-                f"X has {X.shape[0]} samples but y has {y.shape[0]}; they must match."
-            )
-        sample_weight = _check_sample_weight(sample_weight, X)
-        correct = self._correct(X, y, _N_SCORE_INITS, self._score_seed())
-        return float(np.mean(correct @ sample_weight / sample_weight.sum()))
 
     def train_model(self, random_state=None):
         """Decode the compressed representation: train a network by the learned recipe.
@@ -1021,11 +947,6 @@ class DatasetDistiller(BaseEstimator):
             return False
         has_conv = any(isinstance(m, nn.Conv2d) for m in net.modules())
         return not has_conv or torch.device(resolve_device(self.device)).type == "cuda"
-
-    def _score_seed(self):
-        if isinstance(self.random_state, Integral):
-            return np.random.RandomState(self.random_state)
-        return None
 
     def _final_params(self, n, rng):
         """θ_T of ``n`` fresh θ0 draws trained by the learned recipe (on the fit device)."""
