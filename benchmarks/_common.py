@@ -236,3 +236,37 @@ def _train_and_score(X_syn, y_syn, X_test, y_test, seed, max_epochs, lr, module,
             xt = xt.reshape(shape) if shape else xt
             pred = torch.cat([net(c).argmax(1) for c in torch.split(xt, 2048)]).cpu().numpy()
     return float(np.mean(classes[pred] == np.asarray(y_test)))
+
+
+# ---------------------------------------------------------------------- plain GD baselines
+
+
+def gd_steps(net, steps, X, targets, shape):
+    """The learned recipe's loop on a module: θ ← θ − η_t ∇ CE(net(X[rows_t]), targets[rows_t]).
+
+    ``steps`` is a list of (row indices, step size); returns a trained copy in eval mode.
+    """
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    net = copy.deepcopy(net).train()
+    x = torch.as_tensor(X, dtype=torch.float32).reshape(-1, *shape)
+    t = torch.as_tensor(targets, dtype=torch.float32)
+    for rows, lr in steps:
+        rows = torch.as_tensor(rows)
+        net.zero_grad()
+        F.cross_entropy(net(x[rows]), t[rows]).backward()
+        with torch.no_grad():
+            for p in net.parameters():
+                p -= lr * p.grad
+    return net.eval()
+
+
+def balanced_sample(y, n, rng, n_classes=10):
+    """``n`` row indices of ``y``, spread evenly over the classes (the first take the rest)."""
+    per_class = np.full(n_classes, n // n_classes)
+    per_class[: n % n_classes] += 1
+    return np.concatenate([rng.choice(np.flatnonzero(y == c), k, replace=False)
+                           for c, k in enumerate(per_class)])

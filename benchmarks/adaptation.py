@@ -38,7 +38,6 @@ python benchmarks/adaptation.py
 """
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 
@@ -47,6 +46,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import balanced_sample  # noqa: E402
+from _common import gd_steps as _common_gd_steps  # noqa: E402
 from _common import (  # noqa: E402
     RESULTS_DIR,
     Timer,
@@ -152,25 +153,7 @@ def accuracy(net, X, y):
 
 
 def gd_steps(net, steps, X, targets):
-    """The learned recipe's loop: θ ← θ − η_t ∇ CE(net(X[rows_t]), targets[rows_t])."""
-    net = copy.deepcopy(net).train()
-    x = torch.as_tensor(X, dtype=torch.float32).reshape(-1, *SHAPE)
-    t = torch.as_tensor(targets, dtype=torch.float32)
-    for rows, lr in steps:
-        rows = torch.as_tensor(rows)
-        net.zero_grad()
-        F.cross_entropy(net(x[rows]), t[rows]).backward()
-        with torch.no_grad():
-            for p in net.parameters():
-                p -= lr * p.grad
-    return net.eval()
-
-
-def balanced_sample(y, n, rng):
-    per_class = np.full(10, n // 10)
-    per_class[: n % 10] += 1
-    return np.concatenate([rng.choice(np.flatnonzero(y == c), k, replace=False)
-                           for c, k in enumerate(per_class)])
+    return _common_gd_steps(net, steps, X, targets, SHAPE)
 
 
 def real_steps(n, lrs):
