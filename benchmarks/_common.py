@@ -5,6 +5,7 @@ three carry the stamp (command, versions, device, date) so a number can be trace
 that produced it.
 """
 
+import argparse
 import datetime
 import json
 import os
@@ -90,6 +91,19 @@ def stamp_lines(meta):
         f"- device: {meta['device']}",
         f"- versions: {v}",
     ]
+
+
+# ---------------------------------------------------------------------- command line
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except for options whose default (None) depends on --quick: their
+    own help says so."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 # ---------------------------------------------------------------------- outputs

@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     RESULTS_DIR,
+    HelpFormatter,
     Timer,
     markdown_table,
     mean_std,
@@ -64,19 +65,11 @@ FULL = {"datasets": ["digits", "fashion_mnist"], "ipc": [1, 10, 50], "max_iter":
 QUICK = {"datasets": ["digits"], "ipc": [1], "max_iter": 200, "epochs": 200}
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    # Options whose default depends on --quick say so in their own help.
-    def _get_help_string(self, action):
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Test accuracy against images per class for dataset distillation and "
                     "every coreset selector, by both evaluation protocols.",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--quick", action="store_true",
                         help=f"CI mode: defaults to digits, 1 image per class, max_iter "

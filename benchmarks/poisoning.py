@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import balanced_sample  # noqa: E402
-from _common import gd_steps as _common_gd_steps  # noqa: E402
+import _common  # noqa: E402
 from _common import (  # noqa: E402
     RESULTS_DIR,
     Timer,
+    balanced_sample,
     markdown_table,
     mean_std,
     progress,
@@ -149,7 +149,7 @@ def measure(net, X, y, source, target):
 
 
 def gd_steps(net, steps, X, targets):
-    return _common_gd_steps(net, steps, X, targets, SHAPE)
+    return _common.gd_steps(net, steps, X, targets, SHAPE)
 
 
 def aggregate(results):

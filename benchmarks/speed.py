@@ -63,12 +63,18 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, markdown_table, progress, stamp, stamp_lines  # noqa: E402
-from _common import write_results  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS_DIR,
+    HelpFormatter,
+    markdown_table,
+    progress,
+    stamp,
+    stamp_lines,
+    write_results,
+)
 
-from skdistill import _unroll  # noqa: E402
-from skdistill import load_digits_images, load_fashion_mnist  # noqa: E402
-from skdistill.nets import ConvNet, MLP, sample_params  # noqa: E402
+from skdistill import _unroll, load_digits_images, load_fashion_mnist  # noqa: E402
+from skdistill.nets import MLP, ConvNet, sample_params  # noqa: E402
 
 WORKLOADS = {
     "digits_mlp": "digits (8×8), MLP with 256 hidden units",
@@ -605,18 +611,11 @@ def figure(results, args):
 # ---------------------------------------------------------------------- main
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action):
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Outer iterations per second, FLOP rate and peak memory of skdistill's "
                     "meta-gradient variants against a naive reference, side by side.",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--quick", action="store_true",
                         help="CI mode: digits/MLP only, a few small configurations, no "
