@@ -14,11 +14,14 @@ a shared machine hits every variant alike:
   (plain tensor attributes) at every step, ``torch.autograd.grad(create_graph=True)`` per
   step, and one backward through the whole graph of every draw kept in memory;
 * skdistill's core, ``skdistill._unroll.meta_value_and_grad``, in the variants
-  ``vmap`` / ``loop`` (θ0 draws through ``torch.vmap`` or a Python loop), ``+ckpt``
-  (gradient checkpointing over ⌈√T⌉-step segments) and ``+bf16`` (bf16 autocast around the
-  meta step), and ``compile``: ``torch.compile`` of the meta-loss (the module's default of
-  vmap / loop, all steps in memory; AOTAutograd derives the outer backward), timed after its
-  first call, whose duration (the compilation) is reported apart.
+  ``batched`` (MLP only, skdistill's choice for it: stacked draws through batched matrix
+  products, the inner gradient and the reverse pass written by hand, ``DenseReLUForward``),
+  ``vmap`` / ``loop`` (the generic path: ``functional_call`` and ``torch.func.grad``, θ0
+  draws through ``torch.vmap`` or a Python loop), ``+ckpt`` (gradient checkpointing over
+  ⌈√T⌉-step segments) and ``+bf16`` (bf16 autocast around the meta step), and ``compile``:
+  ``torch.compile`` of the meta-loss (skdistill's default forward and draw mode, all steps in
+  memory; AOTAutograd derives the outer backward), timed after its first call, whose
+  duration (the compilation) is reported apart.
 
 Reported per configuration: outer iterations per second, their ratio to the naive reference,
 the achieved FLOP rate as a fraction of a plain training step's in the same process (forward
@@ -80,8 +83,8 @@ WORKLOADS = {
     "digits_mlp": "digits (8×8), MLP with 256 hidden units",
     "fashion_convnet": "Fashion-MNIST (28×28), ConvNet width 128 depth 3",
 }
-CORE_VARIANTS = ["vmap", "loop", "vmap+ckpt", "loop+ckpt", "vmap+bf16", "loop+bf16",
-                 "compile"]
+CORE_VARIANTS = ["batched", "vmap", "loop", "batched+ckpt", "vmap+ckpt", "loop+ckpt",
+                 "batched+bf16", "vmap+bf16", "loop+bf16", "compile"]
 # The timing grid: (n_inits, n_steps). The ConvNet's meta step costs about
 # n_inits * (57 + 6.5 * n_steps) GFLOP, so its full grid would take hours on two CPU cores.
 FULL = {
@@ -196,9 +199,17 @@ class NaiveReference:
 # ---------------------------------------------------------------------- the variants
 
 
-def default_vectorize(net):
-    """skdistill's choice on the CPU (``DatasetDistiller._vectorize``): loop for conv nets."""
-    return not any(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+def default_variant(w):
+    """skdistill's own choice (``_unroll.choose_vectorize``) as a variant name."""
+    forward = _unroll.make_forward(w["net"], w["input_shape"])
+    choice = _unroll.choose_vectorize(forward, w["net"])
+    return {"batched": "batched", True: "vmap", False: "loop"}[choice]
+
+
+def applies(variant, w):
+    """``batched`` needs a built-in MLP (``_unroll.DenseReLUForward``)."""
+    dense = isinstance(_unroll.make_forward(w["net"]), _unroll.DenseReLUForward)
+    return dense or not variant.startswith("batched")
 
 
 def make_step(variant, w, n_steps):
@@ -207,14 +218,18 @@ def make_step(variant, w, n_steps):
     if variant == "naive":
         naive = NaiveReference(w["net"], w["input_shape"])
         return lambda params0, leaves: naive(params0, leaves, y_syn, x_real, y_real)
-    forward = _unroll.make_forward(w["net"], w["input_shape"])
+    parts = variant.split("+")
+    # vmap / loop: the generic torch.func path (functional_call + torch.func.grad);
+    # batched: the hand-written MLP path that skdistill picks for its MLPs
+    forward = _unroll.make_forward(w["net"], w["input_shape"],
+                                   analytic=parts[0] in ("batched", "compile"))
     batches = [slice(None)]
 
     def synthetic(leaves):
         return leaves[0], y_syn, leaves[1].exp()
 
     if variant == "compile":
-        vectorize = default_vectorize(w["net"])
+        vectorize = _unroll.choose_vectorize(forward, w["net"])
 
         def loss_fn(x_syn, log_lr, params0):
             return _unroll.meta_loss(forward, params0, x_syn, y_syn, log_lr.exp(), batches,
@@ -227,8 +242,7 @@ def make_step(variant, w, n_steps):
             return loss.detach(), list(torch.autograd.grad(loss, leaves))
 
         return step
-    parts = variant.split("+")
-    vectorize = parts[0] == "vmap"
+    vectorize = {"batched": "batched", "vmap": True, "loop": False}[parts[0]]
     segment = _unroll.checkpoint_segment(n_steps) if "ckpt" in parts else None
     bf16 = "bf16" in parts
 
@@ -302,7 +316,7 @@ def time_config(w, n_inits, n_steps, variants, args, bar):
     """Every variant on one (n_inits, n_steps): times, FLOP rates and gradient errors."""
     params0, leaves = make_problem(w, n_inits, n_steps, args.inner_lr, args.seed)
     compiles = n_steps <= args.compile_max_steps and w["name"] in args.compile_workloads
-    names = ["naive"] + [v for v in variants if v != "compile" or compiles]
+    names = ["naive"] + [v for v in variants if (v != "compile" or compiles) and applies(v, w)]
     # Useful FLOPs: one naive meta step with one θ0 draw, times n_inits.
     p1, l1 = make_problem(w, 1, n_steps, args.inner_lr, args.seed)
     naive1 = make_step("naive", w, n_steps)
@@ -398,7 +412,7 @@ def _memory_child(spec, conn):
 
 def memory_sweep(w, workload_file, n_inits, steps, args, ctx, bar):
     """Peak memory against n_steps: naive, all steps in memory, checkpointing."""
-    vec = "vmap" if default_vectorize(w["net"]) else "loop"
+    vec = default_variant(w)
     records = []
     for variant in ["naive", vec, f"{vec}+ckpt"]:
         seen = []
@@ -458,9 +472,12 @@ def report(results, args, meta):
         f"loss on a minibatch of {args.batch_size}, gradient with respect to the images and "
         "step sizes. **naive**: Python loop over draws, `nn.Module` weights rewritten per "
         "step, `autograd.grad(create_graph=True)`, everything in memory. Core variants "
-        "(`skdistill._unroll.meta_value_and_grad`): `vmap`/`loop` over draws, `+ckpt` "
+        "(`skdistill._unroll.meta_value_and_grad`): `batched` (MLP only; skdistill's "
+        "choice for it): stacked draws through batched matrix products with the inner "
+        "gradient and the reverse pass written by hand; `vmap`/`loop`: the generic "
+        "`torch.func` path with the draws through `torch.vmap` or a loop; `+ckpt` "
         "gradient checkpointing (⌈√T⌉-step segments), `+bf16` autocast, `compile`: "
-        "`torch.compile` of the meta-loss (module default vmap/loop, full memory). "
+        "`torch.compile` of the meta-loss (skdistill's default path, full memory). "
         f"Median of interleaved rounds (at least {args.min_rounds}, at least "
         f"{args.min_time:g} s per variant) after a warm-up. Ratios: naive time / variant "
         "time (>1 is faster than naive).",
@@ -556,7 +573,7 @@ def figure(results, args):
     fig, axes = plt.subplots(max(len(blocks), 1), n_cols, figsize=(4.2 * n_cols, 3.6 * len(blocks)),
                              squeeze=False)
     names = ["naive", *CORE_VARIANTS]
-    markers = dict(zip(names, "o^sv<>DP"))
+    markers = dict(zip(names, "o^sv<>DPXh*"))
     colors = dict(zip(names, ["k", *(f"C{i}" for i in range(len(CORE_VARIANTS)))]))
     for row, (wl, block) in zip(axes, blocks.items()):
         inits = sorted({r["n_inits"] for r in block["timing"]})

@@ -33,7 +33,6 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
-from torch import nn
 
 from . import _unroll
 from ._base import ScoredSamplerMixin
@@ -221,10 +220,7 @@ class CoresetSelector(ScoredSamplerMixin, BaseEstimator, metaclass=ABCMeta):
             device = torch.device("cpu")
         net = self.module_
         forward = _unroll.make_forward(net, self.input_shape_)
-        # vmap pays off for dense nets; grouped convolutions under vmap are slow on CPU.
-        vectorize = device.type == "cuda" or not any(
-            isinstance(m, nn.Conv2d) for m in net.modules()
-        )
+        vectorize = _unroll.choose_vectorize(forward, net, n_inits, device.type)
         as_t = lambda a: torch.as_tensor(np.array(a, dtype=np.float32), device=device)
         with torch.no_grad():
             params0 = sample_params(("random", None), net, n_inits, rng, device)

@@ -706,7 +706,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         p_init = s["model_init"]
         n_draw = self.n_inits if p_init[0] == "random" or len(p_init[1]) > 1 else 1
         world, rank = s["world"], s["rank"]
-        vectorize = self._vectorize(net, n_draw // world)
+        vectorize = self._vectorize(forward, net, n_draw // world)
         # a single θ0 (fixed or one pretrained) is validated once, not four times
         n_val_draws = _N_VALIDATION_INITS if n_draw > 1 else 1
         # this process's share of the θ0 draws; its loss and gradient are weighted by it
@@ -939,14 +939,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             return None
         return _unroll.checkpoint_segment(self.n_steps)
 
-    def _vectorize(self, net, n_draws=None):
-        # Measured by benchmarks/speed.py on CPU: vmap pays off for dense nets from 4 draws
-        # (1.1-2.3x a loop), a loop is faster for a single draw and for conv nets (grouped
-        # convolutions under vmap run at 0.6-0.7x).
-        if n_draws == 1:
-            return False
-        has_conv = any(isinstance(m, nn.Conv2d) for m in net.modules())
-        return not has_conv or torch.device(resolve_device(self.device)).type == "cuda"
+    def _vectorize(self, forward, net, n_draws=None):
+        device_type = torch.device(resolve_device(self.device)).type
+        return _unroll.choose_vectorize(forward, net, n_draws, device_type)
 
     def _final_params(self, n, rng):
         """θ_T of ``n`` fresh θ0 draws trained by the learned recipe (on the fit device)."""
@@ -963,7 +958,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         syn_class = np.searchsorted(self.classes_, self.distilled_y_)
         batches = self._synthetic_batches(syn_class, device)
         return _unroll.unroll_stacked(forward, params0, x_syn, y_syn, lrs, batches,
-                                      self._vectorize(net))
+                                      self._vectorize(forward, net))
 
     def _device_for_eval(self):
         dev = self.device_

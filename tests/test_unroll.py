@@ -4,15 +4,15 @@ import pytest
 import torch
 
 from skdistill import _unroll
-from skdistill.nets import MLP, param_dict, reset_parameters
+from skdistill.nets import MLP, ConvNet, param_dict, reset_parameters
 
 
-def _problem(n_draws=2, seed=0):
+def _problem(n_draws=2, seed=0, analytic=False, hidden=(5,)):
     torch.manual_seed(seed)
-    net = MLP(4, 3, hidden_layer_sizes=(5,)).double()
+    net = MLP(4, 3, hidden_layer_sizes=hidden).double()
     draws = [param_dict(reset_parameters(net)) for _ in range(n_draws)]
     params0 = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
-    forward = _unroll.make_forward(net)
+    forward = _unroll.make_forward(net, analytic=analytic)
     x_syn = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     label_logits = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
     log_lr = torch.log(torch.tensor([0.3, 0.2, 0.1], dtype=torch.float64)).requires_grad_()
@@ -21,10 +21,14 @@ def _problem(n_draws=2, seed=0):
     return forward, params0, x_syn, label_logits, log_lr, x_real, y_real
 
 
-@pytest.mark.parametrize("vectorize", [True, False])
+# (hand-written MLP forward and inner gradient?, how the draws run)
+PATHS = [(False, True), (False, False), (True, True), (True, False), (True, "batched")]
+
+
+@pytest.mark.parametrize("analytic, vectorize", PATHS)
 @pytest.mark.parametrize("batches", [[slice(None)], [torch.tensor([0, 2]), torch.tensor([1])]])
-def test_meta_gradient_matches_finite_differences(vectorize, batches):
-    forward, params0, x_syn, label_logits, log_lr, x_real, y_real = _problem()
+def test_meta_gradient_matches_finite_differences(analytic, vectorize, batches):
+    forward, params0, x_syn, label_logits, log_lr, x_real, y_real = _problem(analytic=analytic)
 
     def loss(x, logits, log_lr):
         return _unroll.meta_loss(forward, params0, x, torch.softmax(logits, 1), log_lr.exp(),
@@ -85,7 +89,8 @@ def test_checkpoint_segment_is_square_root():
     assert [_unroll.checkpoint_segment(t) for t in (1, 10, 100, 200)] == [1, 4, 10, 15]
 
 
-def test_bfloat16_autocast_meta_gradient_stays_close_to_float32():
+@pytest.mark.parametrize("vectorize", [True, "batched"])
+def test_bfloat16_autocast_meta_gradient_stays_close_to_float32(vectorize):
     """bf16 autocast: the meta-gradient points the same way (cosine > 0.98) as in float32."""
     torch.manual_seed(0)
     net = MLP(64, 10, hidden_layer_sizes=(128,))
@@ -103,7 +108,67 @@ def test_bfloat16_autocast_meta_gradient_stays_close_to_float32():
     for enabled in (False, True):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
             _, grads[enabled] = _unroll.meta_value_and_grad(
-                forward, params0, make, [x_syn, log_lr], [slice(None)], x_real, y_real)
+                forward, params0, make, [x_syn, log_lr], [slice(None)], x_real, y_real,
+                vectorize)
     for a, b in zip(grads[False], grads[True]):
         assert b.dtype == torch.float32
         assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), 0) > 0.98
+
+
+@pytest.mark.parametrize("hidden", [(5,), (), (6, 4)])
+@pytest.mark.parametrize("stacked", [True, False])
+def test_hand_written_inner_gradient_equals_autograd(hidden, stacked):
+    forward, params0, x_syn, label_logits, _, _, _ = _problem(n_draws=3, hidden=hidden)
+    dense = _unroll.make_forward(MLP(4, 3, hidden_layer_sizes=hidden))
+    assert isinstance(dense, _unroll.DenseReLUForward)
+    x, y = x_syn.detach(), torch.softmax(label_logits, 1).detach() * 1.5  # rows need not sum to 1
+    if stacked:
+        got = dense.grad(params0, x, y)
+        want = torch.func.vmap(lambda p: _unroll._inner_grad(p, forward, x, y))(params0)
+    else:
+        p = _unroll.index_draw(params0, 1)
+        got, want = dense.grad(p, x, y), _unroll._inner_grad(p, forward, x, y)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("hidden", [(5,), (), (6, 4)])
+@pytest.mark.parametrize("segment", [None, 2, 3])
+@pytest.mark.parametrize("batches", [[slice(None)], [torch.tensor([0, 2]), torch.tensor([1])]])
+@pytest.mark.parametrize("soft_real", [False, True])
+def test_hand_written_reverse_pass_equals_autograd(hidden, segment, batches, soft_real):
+    """The "batched" meta-gradient (hand-written adjoint) equals autograd's in float64."""
+    generic, params0, x_syn, label_logits, _, x_real, y_real = _problem(n_draws=3, hidden=hidden)
+    dense = _unroll.make_forward(MLP(4, 3, hidden_layer_sizes=hidden))
+    log_lr = torch.log(torch.linspace(0.05, 0.4, 7, dtype=torch.float64)).requires_grad_()
+    if soft_real:
+        y_real = torch.softmax(torch.randn(x_real.shape[0], 3, dtype=torch.float64), 1)
+    leaves = [x_syn, label_logits, log_lr]
+
+    def soft(leaves):  # every learned tensor, through a transform of each
+        return 2 * leaves[0] + 1, torch.softmax(leaves[1], 1), leaves[2].exp()
+
+    def hard(leaves):  # fixed one-hot labels: no gradient is asked for y
+        return leaves[0], torch.eye(3, dtype=torch.float64)[[0, 1, 2]], leaves[2].exp()
+
+    for make in (soft, hard):
+        want = _unroll.meta_value_and_grad(generic, params0, make, leaves, batches, x_real,
+                                           y_real, vectorize=True)
+        got = _unroll.meta_value_and_grad(dense, params0, make, leaves, batches, x_real, y_real,
+                                          vectorize="batched", segment=segment)
+        torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
+        for a, b in zip(got[1], want[1]):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        assert got[1][0].abs().sum() > 0 and got[1][2].abs().sum() > 0
+    assert want[1][1].abs().sum() == 0  # hard labels: zero gradient for the label logits
+
+
+def test_choose_vectorize():
+    mlp = MLP(4, 3)
+    assert _unroll.choose_vectorize(_unroll.make_forward(mlp), mlp, 1) == "batched"
+    assert _unroll.choose_vectorize(_unroll.make_forward(mlp, analytic=False), mlp, 4) is True
+    conv = ConvNet((1, 8, 8), 3, width=4, depth=1)
+    forward = _unroll.make_forward(conv, (1, 8, 8))
+    assert _unroll.choose_vectorize(forward, conv, 4) is False
+    assert _unroll.choose_vectorize(forward, conv, 4, "cuda") is True
+    assert _unroll.choose_vectorize(forward, conv, 1, "cuda") is False
