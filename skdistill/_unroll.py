@@ -192,7 +192,7 @@ def choose_vectorize(forward, net, n_draws=None, device_type="cpu"):
     """How to run θ0 draws, as measured by ``benchmarks/speed.py``.
 
     ``"batched"`` for a :class:`DenseReLUForward` (stacked matrix products and the
-    hand-written reverse pass: 1.6-6.6x the naive reference on CPU, against 0.5-2.3x for
+    hand-written reverse pass: 1.6-7.3x the naive reference on CPU, against 0.5-3.0x for
     ``vmap``); a loop for a single draw, and for convolutional nets on CPU (grouped
     convolutions under ``vmap`` run at 0.6-0.7x a loop); ``vmap`` otherwise.
     """
