@@ -43,14 +43,15 @@ def make_forward(net, input_shape=None, analytic=True):
     """A pure ``forward(params, x)`` for ``net``, restoring ``input_shape`` from flat rows.
 
     Buffers (if any) are captured as constants; parameters come from the caller. With
-    ``analytic=True`` a built-in :class:`~skdistill.nets.MLP` gets a
+    ``analytic=True`` a built-in :class:`~skdistill.nets.MLP`, or an ``nn.Sequential`` of
+    ``Linear`` (with bias) and ``ReLU`` layers in turn (after an optional ``Flatten``), gets a
     :class:`DenseReLUForward` (hand-written inner gradient, native draw axis); every other
     network, or ``analytic=False``, gets ``torch.func.functional_call``.
     """
-    from .nets import MLP  # nets does not import this module: no cycle
-
-    if analytic and type(net) is MLP:
-        return DenseReLUForward.from_mlp(net)
+    if analytic:
+        layers = _dense_relu_layers(net, input_shape)
+        if layers is not None:
+            return DenseReLUForward(layers)
     buffers = {k: v for k, v in net.named_buffers()}
     shape = tuple(input_shape) if input_shape is not None else None
 
@@ -60,6 +61,35 @@ def make_forward(net, input_shape=None, analytic=True):
         return functional_call(net, (params, buffers), (x,))
 
     return forward
+
+
+def _dense_relu_layers(net, input_shape=None):
+    """Weight and bias keys of each linear layer if ``net`` is a plain ReLU MLP, else None."""
+    from .nets import MLP  # nets does not import this module: no cycle
+
+    nn = torch.nn
+    if type(net) is MLP:
+        seq, prefix = net.layers, "layers."
+    elif type(net) is nn.Sequential:
+        seq, prefix = net, ""
+    else:
+        return None
+    children = list(seq.named_children())
+    if prefix == "":
+        first = children[0][1] if children else None
+        if isinstance(first, nn.Flatten) and first.start_dim == 1 and first.end_dim == -1:
+            children = children[1:]
+        elif input_shape is not None and len(input_shape) > 1:
+            return None  # its Linear layers would act on the last axis of image-shaped input
+    if len(children) % 2 == 0:
+        return None
+    for i, (_, m) in enumerate(children):
+        if type(m) is not (nn.Linear if i % 2 == 0 else nn.ReLU):
+            return None
+        if i % 2 == 0 and m.bias is None:
+            return None
+    return [(f"{prefix}{name}.weight", f"{prefix}{name}.bias")
+            for name, m in children if isinstance(m, nn.Linear)]
 
 
 class DenseReLUForward:
@@ -81,12 +111,6 @@ class DenseReLUForward:
 
     def __init__(self, layers):
         self.layers = list(layers)
-
-    @classmethod
-    def from_mlp(cls, net):
-        names = [name for name, m in net.layers.named_children()
-                 if isinstance(m, torch.nn.Linear)]
-        return cls([(f"layers.{n}.weight", f"layers.{n}.bias") for n in names])
 
     def _activations(self, params, x):
         h = x.flatten(1)

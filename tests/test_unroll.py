@@ -172,3 +172,35 @@ def test_choose_vectorize():
     assert _unroll.choose_vectorize(forward, conv, 4) is False
     assert _unroll.choose_vectorize(forward, conv, 4, "cuda") is True
     assert _unroll.choose_vectorize(forward, conv, 1, "cuda") is False
+
+
+def test_plain_relu_sequential_takes_the_hand_written_path():
+    nn = torch.nn
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Flatten(), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).double()
+    dense = _unroll.make_forward(seq, (1, 2, 2))
+    assert isinstance(dense, _unroll.DenseReLUForward)
+    assert dense.layers == [("1.weight", "1.bias"), ("3.weight", "3.bias")]
+    assert isinstance(_unroll.make_forward(seq[1:], None), _unroll.DenseReLUForward)
+    # not a plain ReLU MLP, or a Linear that would act on the last axis of an image
+    for other, shape in [(nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)), None),
+                         (nn.Sequential(nn.Linear(4, 3, bias=False)), None),
+                         (nn.Sequential(nn.Linear(4, 5), nn.ReLU()), None),
+                         (nn.Sequential(nn.Linear(2, 3)), (1, 2, 2))]:
+        assert not isinstance(_unroll.make_forward(other, shape), _unroll.DenseReLUForward)
+    generic = _unroll.make_forward(seq, (1, 2, 2), analytic=False)
+    draws = [param_dict(reset_parameters(seq)) for _ in range(2)]
+    params0 = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    log_lr = torch.full((4,), -1.5, dtype=torch.float64, requires_grad=True)
+    x_real, y_real = torch.randn(6, 4, dtype=torch.float64), torch.randint(0, 3, (6,))
+
+    def make(leaves):
+        return leaves[0], torch.eye(3, dtype=torch.float64), leaves[1].exp()
+
+    want = _unroll.meta_value_and_grad(generic, params0, make, [x, log_lr], [slice(None)],
+                                       x_real, y_real, vectorize=False)
+    got = _unroll.meta_value_and_grad(dense, params0, make, [x, log_lr], [slice(None)],
+                                      x_real, y_real, vectorize="batched")
+    for a, b in zip(got[1], want[1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
