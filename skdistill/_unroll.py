@@ -36,6 +36,7 @@ __all__ = [
     "n_draws",
     "index_draw",
     "choose_vectorize",
+    "final_loss",
 ]
 
 
@@ -331,7 +332,8 @@ def _real_loss(logits, y):
     return F.cross_entropy(logits.flatten(0, 1), y, reduction="none").view(d, n).mean(1)
 
 
-def _final_loss(forward, params, x_real, y_real, vectorize):
+def final_loss(forward, params, x_real, y_real, vectorize):
+    """Mean over the draws of ``params`` of the cross-entropy on ``(x_real, y_real)``."""
     return _map_draws(
         lambda p: _real_loss(forward(p, x_real), y_real), params, vectorize
     ).mean()
@@ -395,7 +397,7 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
             saved.append(params)
             params = run(params, x_syn, y_syn, lrs, start, min(start + segment, n_steps))
     final = {k: v.detach().requires_grad_() for k, v in params.items()}
-    loss = _final_loss(forward, final, x_real, y_real, vectorize)
+    loss = final_loss(forward, final, x_real, y_real, vectorize)
     keys = list(final)
     grad_params = torch.autograd.grad(loss, [final[k] for k in keys])
     totals = [torch.zeros_like(l) for l in leaves]

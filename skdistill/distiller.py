@@ -29,6 +29,8 @@ __all__ = ["DatasetDistiller"]
 _N_VALIDATION_INITS = 4
 # memory="auto" keeps every unrolled step up to this many steps, then checkpoints.
 _FULL_MEMORY_STEPS = 20
+# candidates of inner_lr_init="auto": 0.001 to 1, a quarter decade apart
+_AUTO_INNER_LRS = [10 ** (k / 4) for k in range(-12, 1)]
 
 
 def resolve_device(device):
@@ -97,10 +99,15 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
     distilled_batch_size : int, default=None
         None: every step uses the whole synthetic set. Otherwise the set is cut into
         class-balanced batches of this size, cycled in order over the ``n_steps`` steps.
-    inner_lr_init : float, default=0.2
+    inner_lr_init : float or "auto", default=0.2
         Initial value of every learned step size. Starting near a step size that already
         trains the network in ``n_steps`` steps matters: the step sizes are learned in
-        log-space, so a start 10x too small takes a few hundred iterations to catch up.
+        log-space, so a start 10x too small takes a few hundred iterations to catch up, and
+        one too large may never recover. 0.2 suits the MLP; ``"auto"`` tries constant step
+        sizes from 0.001 to 1 (a quarter decade apart) on the initial synthetic set before
+        the first iteration and starts from the one whose trained networks have the lowest
+        loss on a real minibatch (about a dozen unrolls without gradients; use it for
+        convolutional and custom modules). The value used is ``inner_lr_init_``.
     learn_lr : bool, default=True
         Learn the step sizes (else they stay at ``inner_lr_init``).
     learn_labels : bool, default=False
@@ -176,6 +183,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         Training targets of the synthetic samples: one-hot, or the learned soft labels.
     learned_lr_ : ndarray of shape (n_steps,)
         Positive step size of each unrolled step.
+    inner_lr_init_ : float
+        The step size the fit started from: ``inner_lr_init``, or the one ``"auto"`` chose.
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -231,7 +240,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         "n_inits": [Interval(Integral, 1, None, closed="left")],
         "n_steps": [Interval(Integral, 1, None, closed="left")],
         "distilled_batch_size": [Interval(Integral, 1, None, closed="left"), None],
-        "inner_lr_init": [Interval(Real, 0, None, closed="neither")],
+        "inner_lr_init": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "learn_lr": ["boolean"],
         "learn_labels": ["boolean"],
         "relabel": [dict, None],
@@ -665,7 +674,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             label_init = onehot * math.log(9.0 * max(n_classes - 1, 1))
             state = {
                 "z": z.to(device),
-                "log_lr": torch.full((self.n_steps,), math.log(self.inner_lr_init)).to(device),
+                # "auto" is replaced below, once the networks and batches are set up
+                "log_lr": torch.full((self.n_steps,), math.log(
+                    0.2 if self.inner_lr_init == "auto" else self.inner_lr_init)).to(device),
                 "label_logits": label_init[:n_syn].to(device),
             }
         if state["log_lr"].shape[0] != self.n_steps:
@@ -729,6 +740,18 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             # the leaves are the tensors of ``state`` themselves
             return mean + std * state["z"], targets(state), state["log_lr"].exp()
 
+        if resume is None and not s["warm"]:
+            lr0 = self.inner_lr_init
+            if lr0 == "auto":
+                with torch.no_grad():
+                    lr0 = self._auto_inner_lr(forward, net, p_init, n_draw, s, rng, device,
+                                              mean + std * state["z"], targets(state),
+                                              batches, vectorize)
+                    state["log_lr"].fill_(math.log(lr0))
+            self.inner_lr_init_ = float(lr0)
+        elif resume is not None:
+            self.inner_lr_init_ = float(resume.get("inner_lr_init", math.nan))
+
         segment = self._segment()
 
         def validate(st):
@@ -781,6 +804,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 "scheduler": None if scheduler is None else scheduler.state_dict(),
                 "rng": _rng_state_to(rng.get_state()),
                 "val_seed": int(val_seed),
+                "inner_lr_init": self.inner_lr_init_,
                 "best": _to_cpu(best),
                 "best_iter": int(best_iter),
                 "best_score": best_score,
@@ -927,6 +951,30 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             torch.as_tensor(order[i: i + self.distilled_batch_size], device=device)
             for i in range(0, order.shape[0], self.distilled_batch_size)
         ]
+
+    def _auto_inner_lr(self, forward, net, p_init, n_draw, s, rng, device, x_syn, y_syn,
+                       batches, vectorize):
+        """The constant step size whose unroll on the initial set best fits a real batch."""
+        sub = np.random.RandomState(rng.randint(_MAX_SEED))
+        n_train = len(s["train"])
+        x_real, y_real = s["train"].take(sub.choice(n_train, min(self.batch_size, n_train),
+                                                    replace=False))
+        # every draw on every process, so that all ranks pick the same step size
+        params0 = sample_params(p_init, net, n_draw, sub, device)
+        best, best_loss = None, math.inf
+        for lr in _AUTO_INNER_LRS:
+            lrs = torch.full((self.n_steps,), lr, device=device)
+            final = _unroll.unroll_stacked(forward, params0, x_syn, y_syn, lrs, batches,
+                                           vectorize)
+            loss = _unroll.final_loss(forward, final, x_real, y_real, vectorize).item()
+            if math.isfinite(loss) and loss < best_loss:
+                best, best_loss = lr, loss
+        if best is None:
+            raise ValueError(
+                "inner_lr_init='auto' found no step size from 0.001 to 1 with a finite loss; "
+                "check the data scale or pass inner_lr_init explicitly."
+            )
+        return best
 
     def _n_draws_per_iteration(self, model_init):
         single = model_init == "fixed" if isinstance(model_init, str) else (

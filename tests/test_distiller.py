@@ -56,6 +56,21 @@ def test_learn_lr_false_keeps_the_initial_step_size(tiny_data):
     np.testing.assert_allclose(d.learned_lr_, 0.05, rtol=1e-6)
 
 
+def test_auto_inner_lr_init_picks_from_the_grid_and_follows_the_data_scale(digits_split):
+    """"auto" starts from the grid step size whose unrolls fit a real batch best; inputs 10x
+    larger make the loss 100x more curved, so the step it picks must shrink by about 100."""
+    X, _, y, _ = digits_split
+    picks = []
+    for scale in (1.0, 10.0):
+        d = DatasetDistiller(inner_lr_init="auto", learn_lr=False, max_iter=1, n_inits=2,
+                             random_state=0).fit(X * scale, y)
+        assert any(np.isclose(d.inner_lr_init_, 10 ** (k / 4)) for k in range(-12, 1))
+        np.testing.assert_allclose(d.learned_lr_, d.inner_lr_init_, rtol=1e-6)
+        picks.append(d.inner_lr_init_)
+    assert picks[1] <= picks[0] / 10, picks
+    assert fast(inner_lr_init=0.05).fit(X[:60], y[:60]).inner_lr_init_ == 0.05
+
+
 def test_init_real_starts_from_real_samples_of_each_class(tiny_data):
     X, y = tiny_data
     d = fast(n_distilled=3, max_iter=1, learn_lr=False, learning_rate=1e-12).fit(X, y)
@@ -243,6 +258,7 @@ def test_untrained_network_is_at_chance(digits_split):
         ({"batch_size": 0}, "'batch_size' parameter"),
         ({"max_iter": 0}, "'max_iter' parameter"),
         ({"inner_lr_init": 0.0}, "'inner_lr_init' parameter"),
+        ({"inner_lr_init": "best"}, "'inner_lr_init' parameter"),
         ({"learning_rate": -0.1}, "'learning_rate' parameter"),
         ({"validation_fraction": 1.0}, "'validation_fraction' parameter"),
         ({"module": "resnet"}, "'module' parameter"),
