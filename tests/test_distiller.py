@@ -69,6 +69,11 @@ def test_auto_inner_lr_init_picks_from_the_grid_and_follows_the_data_scale(digit
         picks.append(d.inner_lr_init_)
     assert picks[1] <= picks[0] / 10, picks
     assert fast(inner_lr_init=0.05).fit(X[:60], y[:60]).inner_lr_init_ == 0.05
+    # default (None): 0.2 for the built-in MLP, "auto" for other modules
+    assert fast().fit(X[:60], y[:60]).inner_lr_init_ == 0.2
+    lenet = DatasetDistiller(module="lenet", input_shape=(1, 8, 8), max_iter=1, n_inits=2,
+                             random_state=0).fit(X, y)
+    assert any(np.isclose(lenet.inner_lr_init_, 10 ** (k / 4)) for k in range(-12, 1))
 
 
 def test_init_real_starts_from_real_samples_of_each_class(tiny_data):
