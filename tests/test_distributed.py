@@ -86,11 +86,19 @@ def test_command_line_distill_runs_under_torchrun(tmp_path):
 
     out = tmp_path / "digits.skd"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(_free_port()), "-m", "skdistill", "distill", "digits",
-         "--max-iter", "5", "--n-inits", "4", "-v", "0", "--output", str(out)],
-        check=True, cwd=tmp_path, env=env, timeout=300, capture_output=True,
-    )
+    errors = []
+    # A second try on a new port: the free port is only free when it is picked (one CI run
+    # failed here once and could not be reproduced in 9 reruns); both tries' errors are shown.
+    for _ in range(2):
+        run = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+             "--master_port", str(_free_port()), "-m", "skdistill", "distill", "digits",
+             "--max-iter", "5", "--n-inits", "4", "-v", "0", "--output", str(out)],
+            cwd=tmp_path, env=env, timeout=300, capture_output=True, text=True,
+        )
+        if run.returncode == 0:
+            break
+        errors.append(run.stderr[-3000:])
+    assert run.returncode == 0, "\n----\n".join(errors)
     loaded = DatasetDistiller.load(out)  # written once, by rank 0
     assert loaded.distilled_X_.shape == (10, 64) and loaded.n_iter_ == 5
