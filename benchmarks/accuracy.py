@@ -24,6 +24,7 @@ python benchmarks/accuracy.py --datasets fashion_mnist --ipc 1 --max-iter 1000
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -97,6 +98,12 @@ def parse_args(argv=None):
                         help="the distiller learns soft labels (learn_labels=True)")
     parser.add_argument("--module", choices=["mlp", "lenet", "convnet"], default="mlp",
                         help="network of both protocols, for every method")
+    parser.add_argument("--module-params", type=json.loads, default=None,
+                        help='constructor arguments of --module as JSON, e.g. '
+                             '\'{"width": 32, "depth": 2}\' for the ConvNet')
+    parser.add_argument("--distill-inits", type=int, default=None,
+                        help="θ0 draws per outer iteration of the distiller (its n_inits; "
+                             "default: the distiller's own, 4)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the fits and the θ0 draws shared by all methods")
     parser.add_argument("--device", default="auto", help="torch device; auto: CUDA if any")
@@ -127,11 +134,13 @@ def load(name, data_home):
 
 def build(method, ipc, data, args, device):
     shape = data.image_shape if args.module != "mlp" else None
-    common = dict(n_distilled=10 * ipc, module=args.module, input_shape=shape,
-                  n_steps=args.n_steps, random_state=args.seed, device=str(device))
+    common = dict(n_distilled=10 * ipc, module=args.module, module_params=args.module_params,
+                  input_shape=shape, n_steps=args.n_steps, random_state=args.seed,
+                  device=str(device))
     if method == "distilled":
+        extra = {} if args.distill_inits is None else {"n_inits": args.distill_inits}
         return DatasetDistiller(max_iter=args.max_iter, batch_size=args.batch_size,
-                                learn_labels=args.learn_labels, **common)
+                                learn_labels=args.learn_labels, **extra, **common)
     return SELECTORS[method](inner_lr=args.inner_lr, **common)
 
 
@@ -150,7 +159,8 @@ def run_one(method, ipc, data, args, device, bar):
         p2 = standard_training(
             est.distilled_X_, est.distilled_y_, data.X_train, data.y_train,
             data.X_test, data.y_test, seeds=range(args.seed, args.seed + args.n_inits),
-            max_epochs=args.epochs, lr=args.lr, module=args.module, module_params=None,
+            max_epochs=args.epochs, lr=args.lr, module=args.module,
+            module_params=args.module_params,
             input_shape=data.image_shape if args.module != "mlp" else None, device=device,
         )
         bar.update(1)
@@ -169,7 +179,10 @@ def report(results, args, meta):
     lines += stamp_lines(meta)
     lines += [
         "",
-        f"Setup: module `{args.module}`; distiller `max_iter={args.max_iter}`, "
+        f"Setup: module `{args.module}`"
+        + (f" with `{json.dumps(args.module_params)}`" if args.module_params else "")
+        + (f"; distiller `n_inits={args.distill_inits}`" if args.distill_inits else "")
+        + f"; distiller `max_iter={args.max_iter}`, "
         f"`batch_size={args.batch_size}`, `n_steps={args.n_steps}` with learned step sizes, "
         f"`learn_labels={args.learn_labels}`, "
         "other parameters at their defaults; selectors' protocol 1 uses the constant step "
