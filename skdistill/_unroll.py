@@ -5,11 +5,11 @@ tensors, a network is a ``forward(params, x) -> logits`` callable, and nothing i
 place. Stacked parameters (a leading axis of θ0 draws) are handled either by ``torch.vmap``
 or by a Python loop over the draws; both give the same numbers. No scikit-learn, no numpy.
 
-Built-in MLPs get a faster path (:class:`DenseReLUForward`): their inner gradient is written
-out by hand (two matrix products per layer), and their parameters may carry the leading draw
-axis natively, so a whole batch of θ0 draws steps with batched matrix products instead of
-``torch.func.grad`` under ``vmap``. The outer (meta) gradient is still ordinary autograd
-through those products, so it is exact; tests compare both paths in float64.
+Plain ReLU MLPs get a faster path (:class:`DenseReLUForward`): their parameters carry the
+leading draw axis natively, so a whole batch of θ0 draws steps with batched matrix products
+instead of ``torch.func.grad`` under ``vmap``; their inner gradient is written out by hand,
+and so is the reverse pass of the meta-gradient through the unrolled steps (no autograd
+graph is recorded). Tests compare it with the generic path in float64.
 
 Notation (Wang et al. 2018, Algorithm 1): ``x_syn`` are the synthetic samples x̃, ``y_syn``
 their target distributions (one-hot or learned soft labels), ``lrs`` the per-step learned
@@ -159,13 +159,14 @@ class DenseReLUForward:
         """∇θ of ``cross_entropy(self(params, x), y)`` (mean over rows of ``x``, per draw)."""
         return self.grad_with_cache(params, x, y)[0]
 
-    def vjp(self, params, cache, cotangent, need_x=True, need_y=True):
+    def vjp(self, params, cache, cotangent, need_x=True, need_y=True, need_params=True):
         """Reverse-mode derivative of :meth:`grad`: vector-Jacobian products with ``λ``.
 
         For the gradient ``g`` of the pass that made ``cache`` and a ``cotangent`` λ shaped
         like the parameters, returns ``∂⟨λ, g⟩/∂θ`` (per draw), ``∂⟨λ, g⟩/∂x`` and
         ``∂⟨λ, g⟩/∂y`` (summed over draws; None unless asked for) and ``⟨λ, g⟩`` itself
-        (summed over draws). One pass back through the gradient's own backward sweep, then
+        (summed over draws). ``need_params=False`` skips the parameters' products (an empty
+        dict is returned), for the first step, whose θ is not learned. One pass back through the gradient's own backward sweep, then
         through the forward pass; no autograd graph is built.
         """
         acts, deltas, masks = cache["acts"], cache["deltas"], cache["masks"]
@@ -187,7 +188,8 @@ class DenseReLUForward:
                 # δ_{i-1} = (δ_i W_i) ⊙ mask_i
                 e = d_delta * masks[i]
                 new = new + torch.matmul(e, params[w].transpose(-1, -2))
-                d_params[w] = torch.matmul(deltas[i].transpose(-1, -2), e)
+                if need_params:
+                    d_params[w] = torch.matmul(deltas[i].transpose(-1, -2), e)
             d_delta = new
         # δ_L = (p Σy - y) / n with p = softmax(z_L)
         y_sum = y.sum(-1, keepdim=True)
@@ -201,9 +203,10 @@ class DenseReLUForward:
         d_z = d_logits
         for i in range(len(self.layers) - 1, -1, -1):
             w, b = self.layers[i]
-            d_w = torch.matmul(d_z.transpose(-1, -2), acts[i])
-            d_params[w] = d_w if w not in d_params else d_params[w] + d_w
-            d_params[b] = d_z.sum(-2)
+            if need_params:
+                d_w = torch.matmul(d_z.transpose(-1, -2), acts[i])
+                d_params[w] = d_w if w not in d_params else d_params[w] + d_w
+                d_params[b] = d_z.sum(-2)
             if i or need_x:
                 d_in = torch.matmul(d_z, params[w])
                 d_acts[i] = d_in if d_acts[i] is None else d_acts[i] + d_in
@@ -478,14 +481,17 @@ def _dense_meta_value_and_grad(forward, params0, make_synthetic, leaves, batches
                     kept.append(entry)
             for t in range(stop - 1, start - 1, -1):
                 params, cache = kept.pop()
-                d_params, dx, dy, lam_dot_g = forward.vjp(params, cache, lam, need_x, need_y)
+                # λ_0 is not needed: θ0 is drawn, not learned
+                d_params, dx, dy, lam_dot_g = forward.vjp(params, cache, lam, need_x, need_y,
+                                                          need_params=t > 0)
                 d_lrs[t] = -lam_dot_g
                 idx = batches[t % len(batches)]
                 if need_x:
                     _accumulate(d_x, idx, dx, -lrs[t])
                 if need_y:
                     _accumulate(d_y, idx, dy, -lrs[t])
-                lam = {k: torch.addcmul(lam[k], d_params[k], -lrs[t]) for k in lam}
+                if t:
+                    lam = {k: torch.addcmul(lam[k], d_params[k], -lrs[t]) for k in lam}
     outputs, cotangents = [], []
     for out, cot in zip(syn, (d_x, d_y, d_lrs)):
         if out.requires_grad:
