@@ -66,6 +66,10 @@ FULL = {"datasets": ["digits", "fashion_mnist"], "ipc": [1, 10, 50], "max_iter":
 QUICK = {"datasets": ["digits"], "ipc": [1], "max_iter": 200, "epochs": 200}
 
 
+def _lr_init(text):
+    return text if text == "auto" else float(text)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Test accuracy against images per class for dataset distillation and "
@@ -101,6 +105,9 @@ def parse_args(argv=None):
     parser.add_argument("--module-params", type=json.loads, default=None,
                         help='constructor arguments of --module as JSON, e.g. '
                              '\'{"width": 32, "depth": 2}\' for the ConvNet')
+    parser.add_argument("--distill-lr-init", type=_lr_init, default=None,
+                        help="the distiller's inner_lr_init: a number or auto (default: its "
+                             "own, 0.2 for the MLP and auto for other modules)")
     parser.add_argument("--distill-inits", type=int, default=None,
                         help="θ0 draws per outer iteration of the distiller (its n_inits; "
                              "default: the distiller's own, 4)")
@@ -139,6 +146,8 @@ def build(method, ipc, data, args, device):
                   device=str(device))
     if method == "distilled":
         extra = {} if args.distill_inits is None else {"n_inits": args.distill_inits}
+        if args.distill_lr_init is not None:
+            extra["inner_lr_init"] = args.distill_lr_init
         return DatasetDistiller(max_iter=args.max_iter, batch_size=args.batch_size,
                                 learn_labels=args.learn_labels, **extra, **common)
     return SELECTORS[method](inner_lr=args.inner_lr, **common)
@@ -169,6 +178,7 @@ def run_one(method, ipc, data, args, device, bar):
               "fit_seconds": fit_time.seconds, "eval_seconds": eval_time.seconds}
     if method == "distilled":
         record["learned_lr"] = est.learned_lr_.tolist()
+        record["inner_lr_init"] = est.inner_lr_init_
         record["n_iter"] = int(est.n_iter_)
         record["best_validation_score"] = est.best_validation_score_
     return record
@@ -182,6 +192,7 @@ def report(results, args, meta):
         f"Setup: module `{args.module}`"
         + (f" with `{json.dumps(args.module_params)}`" if args.module_params else "")
         + (f"; distiller `n_inits={args.distill_inits}`" if args.distill_inits else "")
+        + (f", `inner_lr_init={args.distill_lr_init}`" if args.distill_lr_init else "")
         + f"; distiller `max_iter={args.max_iter}`, "
         f"`batch_size={args.batch_size}`, `n_steps={args.n_steps}` with learned step sizes, "
         f"`learn_labels={args.learn_labels}`, "
