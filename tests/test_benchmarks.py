@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,3 +42,28 @@ def test_quick_scaling_benchmark_writes_table_json_and_plot(tmp_path):
     assert set(rates) == {"1", "2"} and all(r > 0 for r in rates.values())
     assert "speed-up" in (tmp_path / "scaling_quick.md").read_text()
     assert (tmp_path / "scaling_quick.png").stat().st_size > 1000
+
+
+def test_standard_training_of_the_benchmarks_uses_soft_labels_when_given():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from _common import standard_training
+    finally:
+        sys.path.pop(0)
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    rows = np.concatenate([np.flatnonzero(y == c)[:3] for c in range(10)])
+    X_syn, y_syn = X[rows], y[rows]
+    classes = np.arange(10)
+    kw = dict(seeds=[0], max_epochs=30, lr=0.01, module="mlp", module_params=None,
+              input_shape=None, device="cpu")
+    split = (X_syn, y_syn, X, y, X[1000:], y[1000:])
+    hard = standard_training(*split, **kw)
+    onehot = standard_training(*split, y_proba=np.eye(10)[y_syn], classes=classes, **kw)
+    # soft labels that name the next class: the network learns them, not y_syn
+    shifted = standard_training(*split, y_proba=np.eye(10)[(y_syn + 1) % 10],
+                                classes=classes, **kw)
+    assert onehot[0] == pytest.approx(hard[0], abs=1e-12)
+    assert hard[0] > 0.7 and shifted[0] < 0.1
