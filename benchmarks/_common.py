@@ -190,11 +190,12 @@ class FixedSet(BaseEstimator):
 
 def standard_training(X_syn, y_syn, X_train, y_train, X_test, y_test, *, seeds, max_epochs,
                       lr, module, module_params, input_shape, device, y_proba=None,
-                      classes=None):
+                      classes=None, optimizer="adam", optimizer_params=None):
     """Protocol 2: test accuracy of fresh networks trained normally on ``(X_syn, y_syn)``.
 
     One network per seed, trained by ``skdistill.DistilledClassifier(training="standard")``:
-    full-batch Adam for ``max_epochs`` epochs, cross-entropy against ``y_proba`` (learned soft
+    ``max_epochs`` full-batch steps of ``optimizer`` ("adam" or "sgd", with
+    ``optimizer_params`` such as momentum), cross-entropy against ``y_proba`` (learned soft
     labels, columns as ``classes``) when given, else against the hard labels ``y_syn``.
 
     Returns
@@ -207,7 +208,8 @@ def standard_training(X_syn, y_syn, X_train, y_train, X_test, y_test, *, seeds, 
     for seed in seeds:
         clf = DistilledClassifier(
             distiller=FixedSet(X_syn, y_syn, y_proba, classes), training="standard",
-            max_epochs=max_epochs, lr=lr, optimizer="adam", module=module,
+            max_epochs=max_epochs, lr=lr, optimizer=optimizer,
+            optimizer_params=optimizer_params, module=module,
             module_params=module_params, input_shape=input_shape, random_state=seed,
             device=str(device),
         )
