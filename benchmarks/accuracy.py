@@ -129,6 +129,9 @@ def parse_args(argv=None):
     parser.add_argument("--distill-inits", type=int, default=None,
                         help="θ0 draws per outer iteration of the distiller (its n_inits; "
                              "default: the distiller's own, 4)")
+    parser.add_argument("--distill-params", type=json.loads, default=None,
+                        help='other DatasetDistiller parameters as JSON, e.g. '
+                             '\'{"learning_rate": 0.1, "validation_interval": 25}\'')
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the fits and the θ0 draws shared by all methods")
     parser.add_argument("--device", default="auto", help="torch device; auto: CUDA if any")
@@ -170,6 +173,7 @@ def build(method, ipc, data, args, device):
         extra = {} if args.distill_inits is None else {"n_inits": args.distill_inits}
         if args.distill_lr_init is not None:
             extra["inner_lr_init"] = args.distill_lr_init
+        extra.update(args.distill_params or {})
         return DatasetDistiller(max_iter=args.max_iter, batch_size=args.batch_size,
                                 learn_labels=args.learn_labels, **extra, **common)
     return SELECTORS[method](inner_lr=args.inner_lr, **common)
@@ -215,16 +219,19 @@ def report(results, args, meta):
         args.module, args.module_params) else f"module `{args.eval_module}`" + (
         f" with `{json.dumps(args.eval_module_params)}`" if args.eval_module_params else
         " with its default parameters")
+    distiller_settings = [
+        f"`max_iter={args.max_iter}`", f"`batch_size={args.batch_size}`",
+        f"`n_steps={args.n_steps}` with learned step sizes", f"`learn_labels={args.learn_labels}`",
+        *([f"`n_inits={args.distill_inits}`"] if args.distill_inits else []),
+        *([f"`inner_lr_init={args.distill_lr_init}`"] if args.distill_lr_init else []),
+        *(f"`{k}={v!r}`" for k, v in (args.distill_params or {}).items()),
+    ]
     lines += stamp_lines(meta)
     lines += [
         "",
         f"Setup: module `{args.module}`"
         + (f" with `{json.dumps(args.module_params)}`" if args.module_params else "")
-        + (f"; distiller `n_inits={args.distill_inits}`" if args.distill_inits else "")
-        + (f", `inner_lr_init={args.distill_lr_init}`" if args.distill_lr_init else "")
-        + f"; distiller `max_iter={args.max_iter}`, "
-        f"`batch_size={args.batch_size}`, `n_steps={args.n_steps}` with learned step sizes, "
-        f"`learn_labels={args.learn_labels}`, "
+        + "; distiller " + ", ".join(distiller_settings) + ", "
         "other parameters at their defaults; selectors' protocol 1 uses the constant step "
         f"size `inner_lr={args.inner_lr}` (untuned). Protocol 2: {p2_net}, full-batch "
         f"{'Adam' if args.optimizer == 'adam' else 'SGD'}"
