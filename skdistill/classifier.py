@@ -86,14 +86,17 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         ``distiller_.train_model(random_state)``; only a DatasetDistiller has a recipe.
         ``"standard"`` trains a freshly initialised network for ``max_epochs`` epochs with
         ``optimizer``, on soft labels where the distiller learned them.
-    module : {"mlp", "lenet", "convnet"}, nn.Module subclass or instance, default="mlp"
-        Architecture, used only when the fitted distiller has no ``module_`` (a distiller's
-        or selector's own module is used otherwise).
+    module : {"mlp", "lenet", "convnet"}, nn.Module subclass or instance, default=None
+        Network of standard training. None trains the fitted distiller's own ``module_``
+        (a DatasetDistiller's or selector's), or the built-in MLP when it has none. Another
+        network evaluates the set across architectures, e.g. ``"convnet"`` (width 128,
+        depth 3) for images distilled with a smaller ConvNet, as the literature's tables do.
+        ``training="learned"`` always replays the distiller's network, so it takes None.
     module_params : dict, default=None
-        Constructor arguments of ``module``.
+        Constructor arguments of ``module`` (unused when the distiller's network is used).
     input_shape : tuple of int, default=None
-        Shape of one sample for ``module``; inferred for square images with convolutional
-        built-ins. Ignored when the distiller has ``input_shape_``.
+        Shape of one sample for ``module``; None takes the distiller's ``input_shape_``, or
+        infers square grey images for the convolutional built-ins.
     max_epochs : int, default=300
         Epochs of standard training (learned training is the recipe's single pass).
     lr : float, default=0.01
@@ -152,7 +155,7 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "distiller": [HasMethods(["fit_resample"]), None],
         "training": [StrOptions({"learned", "standard"})],
-        "module": [StrOptions({"mlp", "lenet", "convnet"}), callable],
+        "module": [StrOptions({"mlp", "lenet", "convnet"}), callable, None],
         "module_params": [dict, None],
         "input_shape": [tuple, list, None],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -170,7 +173,7 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         distiller=None,
         *,
         training="learned",
-        module="mlp",
+        module=None,
         module_params=None,
         input_shape=None,
         max_epochs=300,
@@ -221,6 +224,12 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
                 f"y has 1 class ({classes.tolist()[0]!r}); a classifier needs at least 2."
             )
         distiller = DatasetDistiller() if self.distiller is None else clone(self.distiller)
+        if self.training == "learned" and self.module is not None:
+            raise ValueError(
+                f"module={self.module!r} applies to training='standard' only: the learned "
+                "recipe replays the distiller's own network from its θ0. Leave module=None, "
+                "or set the distiller's module."
+            )
         if self.training == "learned" and not _has_recipe(distiller):
             raise ValueError(
                 f"training='learned' replays a learned recipe (training_steps and "
@@ -361,16 +370,21 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
             )
         return np.eye(self.classes_.shape[0])[np.searchsorted(self.classes_, y_syn)]
 
+    def _distillers_network(self):
+        return self.module is None and hasattr(self.distiller_, "module_")
+
     def _resolve_input_shape(self, n_features):
-        if hasattr(self.distiller_, "module_"):
-            return getattr(self.distiller_, "input_shape_", None)
-        return check_input_shape(self.input_shape, self.module, n_features)
+        distilled_shape = getattr(self.distiller_, "input_shape_", None)
+        if self._distillers_network():
+            return distilled_shape
+        shape = self.input_shape if self.input_shape is not None else distilled_shape
+        return check_input_shape(shape, self.module or "mlp", n_features)
 
     def _architecture(self, n_features):
         """The network to train (its weights are a template): the distiller's, or built."""
-        if hasattr(self.distiller_, "module_"):
+        if self._distillers_network():
             return self.distiller_.module_
-        return make_module(self.module, self.module_params, n_features,
+        return make_module(self.module or "mlp", self.module_params, n_features,
                            self.classes_.shape[0], self.input_shape_)
 
 
