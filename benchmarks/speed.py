@@ -38,6 +38,11 @@ size (``/proc/self/clear_refs``), runs one meta step and reports ``VmHWM`` minus
 resident size just before it. That is every byte the step touched (tensors, autograd graph,
 allocator slack), not only live tensors; tracemalloc does not see torch's allocations.
 
+With ``--device cuda`` every variant runs on the GPU (timed between
+``torch.cuda.synchronize`` calls) and peak memory is ``torch.cuda.max_memory_allocated``
+during one meta step above what was allocated before it, in this process. TF32 convolutions
+are off, as in skdistill's own fits, unless ``--tf32`` is given.
+
 Results go to ``benchmarks/results/speed.{md,json,png}`` (``speed_quick.*`` with ``--quick``).
 
 Examples
@@ -45,9 +50,11 @@ Examples
 OMP_NUM_THREADS=1 python benchmarks/speed.py --quick
 OMP_NUM_THREADS=1 python benchmarks/speed.py
 python benchmarks/speed.py --workloads digits_mlp --n-inits 4 16 --n-steps 10 50
+python benchmarks/speed.py --device cuda --workloads fashion_convnet --n-inits 1 4 --n-steps 10
 """
 
 import argparse
+import contextlib
 import copy
 import ctypes
 import gc
@@ -112,7 +119,7 @@ QUICK = {
 # ---------------------------------------------------------------------- workloads
 
 
-def load_workload(name, batch_size, ipc, seed, data_home=None):
+def load_workload(name, batch_size, ipc, seed, data_home=None, device="cpu"):
     """The network, its ``forward``, a real minibatch and a synthetic set of real images."""
     if name == "digits_mlp":
         data = load_digits_images()
@@ -128,23 +135,26 @@ def load_workload(name, batch_size, ipc, seed, data_home=None):
     # ``ipc`` real images of every class, ordered by class (init="real").
     syn = np.concatenate([rng.choice(np.flatnonzero(y == c), ipc, replace=False)
                           for c in range(10)])
+    device = torch.device(device)
     return {
         "name": name,
-        "net": net,
+        "net": net.to(device),
+        "device": device,
         "input_shape": shape,
-        "x_real": torch.as_tensor(X[real], dtype=torch.float32),
-        "y_real": torch.as_tensor(y[real], dtype=torch.int64),
-        "x_syn": torch.as_tensor(X[syn], dtype=torch.float32),
-        "y_syn": F.one_hot(torch.as_tensor(y[syn], dtype=torch.int64), 10).float(),
+        "x_real": torch.as_tensor(X[real], dtype=torch.float32, device=device),
+        "y_real": torch.as_tensor(y[real], dtype=torch.int64, device=device),
+        "x_syn": torch.as_tensor(X[syn], dtype=torch.float32, device=device),
+        "y_syn": F.one_hot(torch.as_tensor(y[syn], dtype=torch.int64, device=device),
+                           10).float(),
     }
 
 
 def make_problem(w, n_inits, n_steps, inner_lr, seed):
     """θ0 draws and the learned tensors (synthetic images, log step sizes) of one config."""
     params0 = sample_params(("random", None), w["net"], n_inits, np.random.RandomState(seed),
-                            torch.device("cpu"))
+                            w["device"])
     leaves = [w["x_syn"].clone().requires_grad_(),
-              torch.full((n_steps,), math.log(inner_lr)).requires_grad_()]
+              torch.full((n_steps,), math.log(inner_lr), device=w["device"]).requires_grad_()]
     return params0, leaves
 
 
@@ -199,10 +209,10 @@ class NaiveReference:
 # ---------------------------------------------------------------------- the variants
 
 
-def default_variant(w):
+def default_variant(w, n_inits=None):
     """skdistill's own choice (``_unroll.choose_vectorize``) as a variant name."""
     forward = _unroll.make_forward(w["net"], w["input_shape"])
-    choice = _unroll.choose_vectorize(forward, w["net"])
+    choice = _unroll.choose_vectorize(forward, w["net"], n_inits, w["device"].type)
     return {"batched": "batched", True: "vmap", False: "loop"}[choice]
 
 
@@ -229,7 +239,7 @@ def make_step(variant, w, n_steps):
         return leaves[0], y_syn, leaves[1].exp()
 
     if variant == "compile":
-        vectorize = _unroll.choose_vectorize(forward, w["net"])
+        vectorize = _unroll.choose_vectorize(forward, w["net"], device_type=w["device"].type)
 
         def loss_fn(x_syn, log_lr, params0):
             return _unroll.meta_loss(forward, params0, x_syn, y_syn, log_lr.exp(), batches,
@@ -247,7 +257,7 @@ def make_step(variant, w, n_steps):
     bf16 = "bf16" in parts
 
     def step(params0, leaves):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(w["device"].type, dtype=torch.bfloat16, enabled=bf16):
             return _unroll.meta_value_and_grad(forward, params0, synthetic, leaves, batches,
                                                x_real, y_real, vectorize, segment)
 
@@ -267,13 +277,22 @@ def rel_error(grads, ref):
                for g, r in zip(grads, ref))
 
 
-def interleaved_times(fns, min_time, min_rounds, max_rounds, on_round=None):
+def synchronize(device):
+    """Waits for the device's queued work (CUDA runs asynchronously); a no-op on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved_times(fns, min_time, min_rounds, max_rounds, on_round=None, device=None):
     """Seconds per call of every function, calling each once per round in turn."""
+    device = torch.device("cpu") if device is None else device
     times = {k: [] for k in fns}
     for r in range(max_rounds):
         for k, fn in fns.items():
+            synchronize(device)
             t0 = time.perf_counter()
             fn()
+            synchronize(device)
             times[k].append(time.perf_counter() - t0)
         if on_round is not None:
             on_round(r)
@@ -292,7 +311,7 @@ def plain_step_rates(w, args):
     x = w["x_real"] if shape is None else w["x_real"].reshape(-1, *shape)
 
     def step(bf16):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(w["device"].type, dtype=torch.bfloat16, enabled=bf16):
             loss = F.cross_entropy(net(x), w["y_real"])
         loss.backward()
         net.zero_grad(set_to_none=True)
@@ -301,7 +320,7 @@ def plain_step_rates(w, args):
     fns = {"float32": lambda: step(False), "bfloat16": lambda: step(True)}
     for fn in fns.values():
         fn()  # warm-up
-    times = interleaved_times(fns, max(2 * args.min_time, 0.3), 5, 1000)
+    times = interleaved_times(fns, max(2 * args.min_time, 0.3), 5, 1000, device=w["device"])
     out = {"gflop": flops / 1e9}
     for k, v in times.items():
         out[k] = {"seconds": v, "median_s": statistics.median(v),
@@ -333,6 +352,7 @@ def time_config(w, n_inits, n_steps, variants, args, bar):
                 step = make_step(name, w, n_steps)
                 t0 = time.perf_counter()
                 outputs[name] = step(params0, leaves)
+                synchronize(w["device"])
                 info["compile_seconds"] = time.perf_counter() - t0
             else:
                 step = make_step(name, w, n_steps)
@@ -349,7 +369,7 @@ def time_config(w, n_inits, n_steps, variants, args, bar):
         return lambda: steps[name](params0, leaves)
 
     times = interleaved_times({k: call(k) for k in steps}, args.min_time, args.min_rounds,
-                              args.max_rounds)
+                              args.max_rounds, device=w["device"])
     ref_loss, ref_grads = outputs["naive"]
     for name, t in times.items():
         info = record["variants"][name]
@@ -410,9 +430,34 @@ def _memory_child(spec, conn):
         conn.close()
 
 
+def _cuda_peak(w, variant, n_inits, n_steps, args):
+    """Peak CUDA memory allocated by one meta step, above what was allocated before it."""
+    step = make_step(variant, w, n_steps)
+    pw, lw = make_problem(w, n_inits, 2, args.inner_lr, args.seed)
+    step(pw, lw)  # warm-up: cuDNN/cuBLAS handles and workspaces
+    params0, leaves = make_problem(w, n_inits, n_steps, args.inner_lr, args.seed)
+    del pw, lw
+    gc.collect()
+    synchronize(w["device"])
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(w["device"])
+    base = torch.cuda.memory_allocated(w["device"])
+    t0 = time.perf_counter()
+    loss, grads = step(params0, leaves)
+    synchronize(w["device"])
+    seconds = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated(w["device"]) - base
+    return {"baseline_mb": base / 2**20, "peak_mb": peak / 2**20, "seconds": seconds,
+            "loss": float(loss)}
+
+
 def memory_sweep(w, workload_file, n_inits, steps, args, ctx, bar):
-    """Peak memory against n_steps: naive, all steps in memory, checkpointing."""
-    vec = default_variant(w)
+    """Peak memory against n_steps: naive, all steps in memory, checkpointing.
+
+    CPU: peak RSS increase in a fresh process; CUDA: ``torch.cuda.max_memory_allocated``
+    in this process, above what was allocated before the step.
+    """
+    vec = default_variant(w, n_inits)
     records = []
     for variant in ["naive", vec, f"{vec}+ckpt"]:
         seen = []
@@ -424,7 +469,15 @@ def memory_sweep(w, workload_file, n_inits, steps, args, ctx, bar):
                 if predicted > 1024 * args.max_memory_gb:
                     rec["skipped"] = (f"predicted {predicted / 1024:.1f} GB > "
                                       f"--max-memory-gb {args.max_memory_gb}")
-            if "skipped" not in rec:
+            if "skipped" not in rec and w["device"].type == "cuda":
+                try:
+                    rec.update(_cuda_peak(w, variant, n_inits, n_steps, args))
+                except torch.cuda.OutOfMemoryError as exc:
+                    rec["error"] = f"out of memory: {str(exc).splitlines()[0][:200]}"
+                    torch.cuda.empty_cache()
+                if "peak_mb" in rec:
+                    seen.append((n_steps, rec["peak_mb"]))
+            elif "skipped" not in rec:
                 spec = {"variant": variant, "n_inits": n_inits, "n_steps": n_steps,
                         "threads": args.threads, "inner_lr": args.inner_lr,
                         "seed": args.seed, "workload_file": str(workload_file)}
@@ -489,7 +542,8 @@ def report(results, args, meta):
         fp32, bf16 = plain_rate(block, "float32"), plain_rate(block, "bfloat16")
         lines += ["", f"## {WORKLOADS[wl]}", "",
                   f"Plain training step (forward + backward, batch {args.batch_size}): "
-                  f"{block['plain_step']['gflop']:.3g} GFLOP, {fp32:.1f} GFLOP/s in float32, "
+                  f"{block['plain_step']['gflop']:.3g} GFLOP, {fp32:.1f} GFLOP/s in float32"
+                  f"{' (TF32 convolutions)' if meta.get('tf32') else ''}, "
                   f"{bf16:.1f} GFLOP/s under bf16 autocast ({bf16 / fp32:.2f}×); mean of a "
                   "measurement before and after the configurations below.",
                   "", "### Outer iterations per second: ratio to naive", ""]
@@ -533,8 +587,10 @@ def report(results, args, meta):
             for r in block["timing"]]
         lines.append(markdown_table(["n_inits", "n_steps", *variants[1:]], rows))
         if block.get("memory"):
-            lines += ["", "### Peak memory of one meta step (MB, peak RSS increase in a "
-                          "fresh process)", ""]
+            how = ("torch.cuda.max_memory_allocated above the memory allocated before it"
+                   if meta.get("device_type") == "cuda"
+                   else "peak RSS increase in a fresh process")
+            lines += ["", f"### Peak memory of one meta step (MB, {how})", ""]
             mem = block["memory"]
             mvars = list(dict.fromkeys(m["variant"] for m in mem))
             steps = sorted({m["n_steps"] for m in mem})
@@ -615,7 +671,7 @@ def figure(results, args):
                         color=colors.get(v))
         if mem:
             ax.set_xlabel("n_steps")
-            ax.set_ylabel("peak RSS increase (MB)")
+            ax.set_ylabel("peak memory increase (MB)")
             ax.set_title(f"{wl}, peak memory, n_inits={mem[0]['n_inits']}", fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
@@ -675,6 +731,13 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (also set OMP_NUM_THREADS to match)")
     parser.add_argument("--seed", type=int, default=0, help="data, θ0 draws")
+    parser.add_argument("--tf32", action="store_true",
+                        help="CUDA: leave cuDNN's default TF32 convolutions on (off by default, "
+                             "as in skdistill's fits: TF32 puts a relative error of 0.1-2 into "
+                             "the ConvNet's meta-gradient)")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device of every variant: cpu, cuda, cuda:1 or auto (CUDA "
+                             "if any); on CUDA, peak memory is torch.cuda.max_memory_allocated")
     parser.add_argument("--data-home", default=None, help="where the Fashion-MNIST files are")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
                         help="where the .md, .json and .png files go")
@@ -704,13 +767,31 @@ def parse_args(argv=None):
     return args
 
 
+def resolve_device(name):
+    """``torch.device`` for --device; ``auto`` is CUDA when present. Fails clearly without it."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: CUDA is not available on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device {name}: only cpu and cuda are supported")
+    return device
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch._dynamo.config.cache_size_limit = 64
-    meta = stamp(torch.device("cpu"))
+    device = resolve_device(args.device)
+    meta = stamp(device)
+    meta["device_type"] = device.type
+    meta["tf32"] = bool(args.tf32 and device.type == "cuda")
     meta["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
-    meta["memory_method"] = "VmHWM - VmRSS around one meta step, fresh forked process"
+    meta["memory_method"] = (
+        "torch.cuda.max_memory_allocated - memory_allocated around one meta step"
+        if device.type == "cuda" else
+        "VmHWM - VmRSS around one meta step, fresh forked process")
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "skdistill", "skdistill._unroll"])
@@ -721,11 +802,15 @@ def main(argv=None):
     results = {}
     tmp = Path(args.out_dir) / f".{args.name}_tmp"
     paths = ()
+    stack = contextlib.ExitStack()
     try:
+        if not args.tf32:
+            stack.enter_context(_unroll.ieee_float32())
         for wl in args.workloads:
             bar.set_description(f"{wl}: loading")
             try:
-                w = load_workload(wl, args.batch_size, args.ipc, args.seed, args.data_home)
+                w = load_workload(wl, args.batch_size, args.ipc, args.seed, args.data_home,
+                                  device)
             except (OSError, ValueError) as exc:
                 results[wl] = {"error": f"{type(exc).__name__}: {exc}"}
                 bar.update(len(args.grid[wl]) * n_variants + 3 * len(args.memory_steps))
@@ -740,12 +825,15 @@ def main(argv=None):
                 paths = _write(results, args, meta, config)
             if args.memory_steps:
                 bar.set_description(f"{wl}: memory")
-                tmp.mkdir(parents=True, exist_ok=True)
-                workload_file = tmp / f"{wl}.pt"
-                torch.save(w, workload_file)
+                workload_file = None
+                if device.type == "cpu":  # the fresh processes load the workload from disk
+                    tmp.mkdir(parents=True, exist_ok=True)
+                    workload_file = tmp / f"{wl}.pt"
+                    torch.save(w, workload_file)
                 block["memory"] = memory_sweep(w, workload_file, args.memory_inits[wl],
                                                args.memory_steps, args, ctx, bar)
-                workload_file.unlink()
+                if workload_file is not None:
+                    workload_file.unlink()
             bar.set_description(f"{wl}: plain step again")
             block["plain_step_after"] = plain_step_rates(w, args)
             for r in block["timing"]:
@@ -755,6 +843,7 @@ def main(argv=None):
                         info["flop_fraction"] = info["gflops_rate"] / ref
             paths = _write(results, args, meta, config)
     finally:
+        stack.close()
         bar.close()
         if tmp.exists():
             for f in tmp.iterdir():

@@ -17,6 +17,7 @@ step sizes η̃, and the meta-objective is the loss on real data of the network 
 unrolled steps.
 """
 
+import contextlib
 import math
 
 import torch
@@ -214,6 +215,25 @@ class DenseReLUForward:
                 d_z = d_acts[i] * masks[i]
         d_x = d_acts[0].reshape(-1, *acts[0].shape[-2:]).sum(0) if need_x else None
         return d_params, d_x, d_y, lam_dot_g
+
+
+@contextlib.contextmanager
+def ieee_float32():
+    """Float32 matrix products and convolutions in full IEEE precision on CUDA.
+
+    cuDNN runs float32 convolutions in TF32 (a 10-bit mantissa) by default. Through an
+    unrolled loop and its double backward that rounding grows: on an H200 the meta-gradient
+    of the width-128 ConvNet differed from the naive reference's by a relative 0.1-2 with
+    TF32 and by 1e-6 without, at the same speed (``benchmarks/speed.py --device cuda``).
+    Restores the caller's settings on exit; changes nothing on CPU.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def choose_vectorize(forward, net, n_draws=None, device_type="cpu"):

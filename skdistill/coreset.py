@@ -212,6 +212,7 @@ class CoresetSelector(ScoredSamplerMixin, BaseEstimator, metaclass=ABCMeta):
 
     # ------------------------------------------------------------------ helpers
 
+    @_unroll.ieee_float32()
     def _correct(self, X, y, n_inits, random_state):
         """Boolean matrix (n_inits, n_samples): is each sample right for each θ0 draw."""
         rng = check_random_state(random_state)

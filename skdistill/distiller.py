@@ -360,9 +360,11 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self : DatasetDistiller
         """
         setup = self._prepare(X, y)
-        self._run(setup)
+        with _unroll.ieee_float32():
+            self._run(setup)
         return self
 
+    @_unroll.ieee_float32()
     def train_model(self, random_state=None):
         """Decode the compressed representation: train a network by the learned recipe.
 
@@ -1027,6 +1029,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             return torch.device("cpu")
         return dev
 
+    @_unroll.ieee_float32()
     def _correct(self, X, y, n_inits, random_state):
         """Boolean matrix (n_draws, n_samples): is each sample right for each θ0 draw."""
         rng = check_random_state(random_state)

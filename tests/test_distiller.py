@@ -10,7 +10,7 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skdistill import DatasetDistiller
+from skdistill import DatasetDistiller, _unroll
 from skdistill.nets import MLP
 
 FAST = dict(max_iter=15, module_params={"hidden_layer_sizes": (16,)}, n_inits=2, n_steps=3,
@@ -336,6 +336,36 @@ def test_cuda_without_a_gpu_is_a_clear_error(tiny_data):
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="CUDA is not available"):
         fast(device="cuda").fit(*tiny_data)
+
+
+def test_fit_and_evaluate_run_without_tf32_and_restore_the_settings(tiny_data):
+    # TF32 convolutions (cuDNN's default) put a relative error of 0.1-2 into a ConvNet's
+    # meta-gradient on a GPU; skdistill switches TF32 off for its own work and back after.
+    X, y = tiny_data
+    seen = []
+
+    def flags():
+        return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+    saved = flags()
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        d = fast(callback=lambda est, it: seen.append(flags())).fit(X, y)
+        assert seen and set(seen) == {(False, False)}
+        assert flags() == (True, True)
+        predict = _unroll.predict_stacked
+        with pytest.MonkeyPatch.context() as mp:
+            # evaluate's own unroll also runs in IEEE float32
+            def spy(forward, params, x, chunk_size=256):
+                seen.append(("predict", *flags()))
+                return predict(forward, params, x, chunk_size)
+
+            mp.setattr(_unroll, "predict_stacked", spy)
+            d.evaluate(X, y, n_inits=2, random_state=0)
+        assert seen[-1] == ("predict", False, False)
+        assert flags() == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 # --------------------------------------------------------------------------- scikit-learn protocol

@@ -47,3 +47,18 @@ def test_quick_speed_benchmark_writes_table_json_and_plot(tmp_path):
     assert memory["batched", 40] > memory["batched", 10]
     assert memory["naive", 40] > memory["naive", 10]
     assert (tmp_path / "speed_quick.png").stat().st_size > 1000
+
+
+def test_cuda_device_without_a_gpu_is_a_clear_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--no-progress",
+         "--device", "cuda", "--out-dir", str(tmp_path)],
+        cwd=ROOT, timeout=120, capture_output=True, text=True,
+    )
+    assert done.returncode != 0
+    assert "--device cuda: CUDA is not available" in done.stderr
+    assert not list(tmp_path.iterdir())
