@@ -19,6 +19,7 @@ unrolled steps.
 
 import contextlib
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -439,6 +440,58 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
                 totals[i] += g
         grad_params = grads[len(leaves):]
     return loss.detach(), totals
+
+
+class CompiledMetaGradient:
+    """:func:`meta_value_and_grad` with every step in memory, through ``torch.compile``.
+
+    The meta-loss (synthetic set from the leaves, unroll of every draw, real-data loss) is
+    compiled once per shape; autograd (AOTAutograd) derives its backward. If compilation or
+    a compiled call fails (no C++ compiler, an unsupported platform or operator), a warning
+    says why and this and every later call run eagerly, with the same result.
+
+    Parameters
+    ----------
+    forward, make_synthetic, batches, vectorize
+        As in :func:`meta_value_and_grad`.
+    """
+
+    def __init__(self, forward, make_synthetic, batches, vectorize):
+        self.forward, self.make_synthetic = forward, make_synthetic
+        self.batches, self.vectorize = batches, vectorize
+        self.error = None  # the exception that made it fall back to eager, if any
+
+        def loss_fn(params0, x_real, y_real, *leaves):
+            x_syn, y_syn, lrs = make_synthetic(list(leaves))
+            return meta_loss(forward, params0, x_syn, y_syn, lrs, batches, x_real, y_real,
+                             vectorize)
+
+        try:
+            self._compiled = torch.compile(loss_fn, dynamic=False)
+        except Exception as exc:  # torch.compile itself unavailable here
+            self._fall_back(exc)
+
+    def _fall_back(self, exc):
+        self.error = exc
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        warnings.warn(
+            f"torch.compile failed ({type(exc).__name__}: {first}); computing the "
+            "meta-gradient eagerly instead (compile=False), with the same result.",
+            RuntimeWarning, stacklevel=3,
+        )
+
+    def __call__(self, params0, leaves, x_real, y_real):
+        """``(loss, grads)`` as :func:`meta_value_and_grad` returns them."""
+        if self.error is None:
+            try:
+                loss = self._compiled(params0, x_real, y_real, *leaves)
+                grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+                return loss.detach(), [torch.zeros_like(l) if g is None else g
+                                       for l, g in zip(leaves, grads)]
+            except Exception as exc:
+                self._fall_back(exc)
+        return meta_value_and_grad(self.forward, params0, self.make_synthetic, leaves,
+                                   self.batches, x_real, y_real, self.vectorize, None)
 
 
 def _dense_meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_real,

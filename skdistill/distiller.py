@@ -156,6 +156,17 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         for small MLPs but drifts over long ConvNet unrolls (cosine 0.86-0.98 measured by
         ``benchmarks/speed.py``): check the accuracy before relying on it. Validation and
         scoring stay in float32.
+    compile : bool, default=False
+        Compile the meta-loss with ``torch.compile`` (every unrolled step in memory, so not
+        with checkpointing: ``memory="full"``, or ``"auto"`` with at most 20 steps). The
+        first iteration pays the compilation (tens of seconds to minutes); afterwards, on
+        two CPU cores, the compiled generic path of the MLP ran at 1.6-2.4x the naive
+        reference but slower than skdistill's default batched MLP path (1.6-7.3x), and the
+        width-128 ConvNet's took 13 minutes to compile and ran at half the eager speed
+        (``benchmarks/results/speed.md``). It is meant for GPUs and other networks, where
+        kernel launches dominate: measure before relying on it. Where compilation fails
+        (no C++ compiler, an unsupported platform), a ``RuntimeWarning`` says so and the fit
+        goes on eagerly.
     checkpoint : str or path-like, default=None
         File that receives the whole state of the fit (synthetic set, step sizes, optimiser
         and schedule, iteration, RNG, best state) every ``checkpoint_interval`` iterations
@@ -262,6 +273,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         "checkpoint": [str, os.PathLike, None],
         "checkpoint_interval": [Interval(Integral, 1, None, closed="left")],
         "precision": [StrOptions({"float32", "bfloat16"})],
+        "compile": ["boolean"],
         "callback": [callable, None],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
@@ -295,6 +307,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         validation_interval=10,
         memory="auto",
         precision="float32",
+        compile=False,
         checkpoint=None,
         checkpoint_interval=50,
         callback=None,
@@ -326,6 +339,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self.validation_interval = validation_interval
         self.memory = memory
         self.precision = precision
+        self.compile = compile
         self.checkpoint = checkpoint
         self.checkpoint_interval = checkpoint_interval
         self.callback = callback
@@ -492,6 +506,11 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             raise ValueError(
                 f"n_distilled={self.n_distilled} is smaller than the number of classes "
                 f"({n_classes}); at least one synthetic sample per class is needed."
+            )
+        if self.compile and self._segment() is not None:
+            raise ValueError(
+                f"compile=True needs every unrolled step in memory, but memory={self.memory!r} "
+                f"with n_steps={self.n_steps} checkpoints; set memory='full'."
             )
         n_features = X.shape[1]
         input_shape = check_input_shape(self.input_shape, self.module, n_features)
@@ -762,6 +781,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             self.inner_lr_init_ = float(resume.get("inner_lr_init", math.nan))
 
         segment = self._segment()
+        compiled = (_unroll.CompiledMetaGradient(forward, synthetic, batches, vectorize)
+                    if self.compile else None)
 
         def validate(st):
             with torch.no_grad():
@@ -836,10 +857,13 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 params0 = sample_params(p_init, net, n_draw, rng, device, subset=my_draws)
                 with torch.autocast(device.type, dtype=torch.bfloat16,
                                     enabled=self.precision == "bfloat16"):
-                    loss, grads = _unroll.meta_value_and_grad(
-                        forward, params0, synthetic, trainable, batches, x_real, y_real,
-                        vectorize, segment,
-                    )
+                    if compiled is not None:
+                        loss, grads = compiled(params0, trainable, x_real, y_real)
+                    else:
+                        loss, grads = _unroll.meta_value_and_grad(
+                            forward, params0, synthetic, trainable, batches, x_real, y_real,
+                            vectorize, segment,
+                        )
                 if world > 1:
                     loss, grads = _all_reduce_mean(loss, grads, share)
                 for t, g in zip(trainable, grads):

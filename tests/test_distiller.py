@@ -331,6 +331,27 @@ def test_failed_refit_leaves_the_previous_fit_intact(tiny_data):
     np.testing.assert_array_equal(d.distilled_X_, before)
 
 
+def test_compile_with_checkpointing_is_a_clear_error_before_any_work(tiny_data):
+    d = fast(compile=True, memory="checkpoint", callback=lambda est, it: pytest.fail("ran"))
+    with pytest.raises(ValueError, match="compile=True needs every unrolled step in memory.*"
+                                         "memory='full'"):
+        d.fit(*tiny_data)
+    assert not hasattr(d, "distilled_X_")
+
+
+def test_compile_falls_back_to_the_eager_fit_with_a_warning(tiny_data, monkeypatch):
+    eager = fast().fit(*tiny_data)
+
+    def broken(fn, **kw):
+        raise RuntimeError("torch.compile is not supported on this platform")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*not supported"):
+        d = fast(compile=True).fit(*tiny_data)
+    np.testing.assert_array_equal(d.distilled_X_, eager.distilled_X_)
+    np.testing.assert_array_equal(d.learned_lr_, eager.learned_lr_)
+
+
 def test_cuda_without_a_gpu_is_a_clear_error(tiny_data):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")

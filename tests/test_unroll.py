@@ -204,3 +204,49 @@ def test_plain_relu_sequential_takes_the_hand_written_path():
                                       x_real, y_real, vectorize="batched")
     for a, b in zip(got[1], want[1]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_compiled_meta_gradient_equals_the_eager_one():
+    # torch.compile of the whole meta-loss (batched MLP path, every step in memory); its
+    # compilation takes tens of seconds on two cores, hence slow.
+    forward, params0, x_syn, label_logits, log_lr, x_real, y_real = _problem(analytic=True)
+    leaves = [x_syn, label_logits, log_lr]
+
+    def synthetic(leaves):
+        x, logits, log_lr = leaves
+        return x, torch.softmax(logits, 1), log_lr.exp()
+
+    batches = [slice(None)]
+    compiled = _unroll.CompiledMetaGradient(forward, synthetic, batches, "batched")
+    loss, grads = compiled(params0, leaves, x_real, y_real)
+    assert compiled.error is None  # it did compile, no fallback
+    ref_loss, ref_grads = _unroll.meta_value_and_grad(forward, params0, synthetic, leaves,
+                                                      batches, x_real, y_real, "batched")
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-10, atol=1e-12)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-8, atol=1e-10)
+
+
+def test_compiled_meta_gradient_falls_back_to_eager_with_a_warning(monkeypatch):
+    def broken(fn, **kw):
+        def call(*args):
+            raise RuntimeError("no C++ compiler found")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    forward, params0, x_syn, label_logits, log_lr, x_real, y_real = _problem(analytic=True)
+    leaves = [x_syn, label_logits, log_lr]
+
+    def synthetic(leaves):
+        return leaves[0], torch.softmax(leaves[1], 1), leaves[2].exp()
+
+    compiled = _unroll.CompiledMetaGradient(forward, synthetic, [slice(None)], "batched")
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*no C\\+\\+ compiler"):
+        loss, grads = compiled(params0, leaves, x_real, y_real)
+    assert isinstance(compiled.error, RuntimeError)
+    ref_loss, ref_grads = _unroll.meta_value_and_grad(forward, params0, synthetic, leaves,
+                                                      [slice(None)], x_real, y_real, "batched")
+    assert loss == ref_loss
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=0, atol=0)
