@@ -134,8 +134,14 @@ class DenseReLUForward:
     def __call__(self, params, x):
         return self._activations(params, x)[-1]
 
-    def grad_with_cache(self, params, x, y):
-        """:meth:`grad`, and what :meth:`vjp` needs of this forward and backward pass."""
+    def grad_with_cache(self, params, x, y, keep_masks=True):
+        """:meth:`grad`, and what :meth:`vjp` needs of this forward and backward pass.
+
+        ``keep_masks=False`` (a pass that :meth:`vjp` will not reverse, such as the real-data
+        loss) applies the ReLU derivative with one fused ``threshold_backward`` instead of
+        building 0/1 masks: on a CPU, ``sign()`` of a 4×256×256 activation took 1.1 ms and
+        ``threshold_backward`` 0.05 ms.
+        """
         acts = self._activations(params, x)
         n_rows = x.shape[0]
         prob = torch.softmax(acts[-1], -1)
@@ -149,9 +155,14 @@ class DenseReLUForward:
             deltas[i] = delta
             grads[w] = torch.matmul(delta.transpose(-1, -2), acts[i])
             grads[b] = delta.sum(-2)
-            if i:
-                # ReLU outputs are >= 0, so sign() is the 0/1 derivative, and far cheaper
-                # on CPU than a comparison followed by a cast
+            if i and not keep_masks:
+                # zero where the ReLU output is zero: its derivative, fused
+                delta = torch.ops.aten.threshold_backward(
+                    torch.matmul(delta, params[w]), acts[i], 0)
+            elif i:
+                # ReLU outputs are >= 0, so sign() is the 0/1 derivative; for the small
+                # inner batches cheaper than a comparison followed by a cast, and reused
+                # twice by vjp
                 masks[i] = acts[i].sign()
                 delta = torch.matmul(delta, params[w]) * masks[i]
         cache = {"acts": acts, "deltas": deltas, "masks": masks, "prob": prob, "y": y}
@@ -536,7 +547,7 @@ def _dense_meta_value_and_grad(forward, params0, make_synthetic, leaves, batches
         n = n_draws(params0)
         targets = y_real if y_real.dim() == 2 else F.one_hot(
             y_real, y_syn.shape[-1]).to(x_real.dtype)
-        grads, cache = forward.grad_with_cache(params, x_real, targets)
+        grads, cache = forward.grad_with_cache(params, x_real, targets, keep_masks=False)
         loss = _real_loss(cache["acts"][-1], y_real).mean()
         del cache
         # λ_T: gradient of the mean over draws of each draw's real-data loss
