@@ -84,6 +84,7 @@ from _common import (  # noqa: E402
 )
 
 from skdistill import _unroll, load_digits_images, load_fashion_mnist  # noqa: E402
+from skdistill.distiller import resolve_device  # noqa: E402
 from skdistill.nets import MLP, ConvNet, sample_params  # noqa: E402
 
 WORKLOADS = {
@@ -767,15 +768,14 @@ def parse_args(argv=None):
     return args
 
 
-def resolve_device(name):
-    """``torch.device`` for --device; ``auto`` is CUDA when present. Fails clearly without it."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: CUDA is not available on this machine")
+def benchmark_device(name):
+    """``torch.device`` for --device, as skdistill resolves it; only CPU and CUDA here."""
+    try:
+        device = resolve_device(name)
+    except ValueError as exc:
+        raise SystemExit(f"--device {name}: {exc}") from None
     if device.type not in ("cpu", "cuda"):
-        raise SystemExit(f"--device {name}: only cpu and cuda are supported")
+        raise SystemExit(f"--device {name}: only cpu and cuda are measured here")
     return device
 
 
@@ -783,7 +783,7 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch._dynamo.config.cache_size_limit = 64
-    device = resolve_device(args.device)
+    device = benchmark_device(args.device)
     meta = stamp(device)
     meta["device_type"] = device.type
     meta["tf32"] = bool(args.tf32 and device.type == "cuda")
