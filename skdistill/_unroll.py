@@ -98,9 +98,10 @@ def _dense_relu_layers(net, input_shape=None):
 def _relu_backward(grad, out):
     """``grad`` where the ReLU output ``out`` is positive, else 0: ReLU's derivative, fused.
 
-    One ``threshold_backward`` instead of a 0/1 mask (``out.sign()``) and a product: on this
-    project's CPU 1.4x faster for 4×10×256 activations and 20x for 4×500×256 (``sign`` of
-    large float tensors is slow there). ReLU's second derivative is zero almost everywhere,
+    One ``threshold_backward`` instead of a 0/1 mask (``out.sign()``) and products: timed op
+    by op on this project's CPU, 1.4x faster for 4×10×256 activations and 20x for 4×500×256
+    (``sign`` of large float tensors is slow there); the whole meta-step gained 3-10 %
+    (README, Speed and memory). ReLU's second derivative is zero almost everywhere,
     so autograd, differentiating through it, treats the selection as a constant.
     """
     if grad.dtype != out.dtype:  # bf16 activations under autocast, float32 adjoints
