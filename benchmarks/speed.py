@@ -17,8 +17,9 @@ a shared machine hits every variant alike:
   ``batched`` (MLP only, skdistill's choice for it: stacked draws through batched matrix
   products, the inner gradient and the reverse pass written by hand, ``DenseReLUForward``),
   ``vmap`` / ``loop`` (the generic path: ``functional_call`` and ``torch.func.grad``, θ0
-  draws through ``torch.vmap`` or a Python loop), ``+ckpt`` (gradient checkpointing over
-  ⌈√T⌉-step segments) and ``+bf16`` (bf16 autocast around the meta step), and ``compile``:
+  draws through ``torch.vmap`` or a Python loop), ``+ckpt`` (skdistill's gradient checkpointing
+  schedule: ⌈√T⌉-step segments up to 64 steps, nested b²- and b-step segments beyond,
+  b = ⌈T^(1/3)⌉) and ``+bf16`` (bf16 autocast around the meta step), and ``compile``:
   ``torch.compile`` of the meta-loss (skdistill's default forward and draw mode, all steps in
   memory; AOTAutograd derives the outer backward), timed after its first call, whose
   duration (the compilation) is reported apart.
@@ -254,7 +255,7 @@ def make_step(variant, w, n_steps):
 
         return step
     vectorize = {"batched": "batched", "vmap": True, "loop": False}[parts[0]]
-    segment = _unroll.checkpoint_segment(n_steps) if "ckpt" in parts else None
+    segment = _unroll.checkpoint_schedule(n_steps) if "ckpt" in parts else None
     bf16 = "bf16" in parts
 
     def step(params0, leaves):
@@ -530,7 +531,8 @@ def report(results, args, meta):
         "choice for it): stacked draws through batched matrix products with the inner "
         "gradient and the reverse pass written by hand; `vmap`/`loop`: the generic "
         "`torch.func` path with the draws through `torch.vmap` or a loop; `+ckpt` "
-        "gradient checkpointing (⌈√T⌉-step segments), `+bf16` autocast, `compile`: "
+        "gradient checkpointing (⌈√T⌉-step segments up to 64 steps, nested b²- and b-step "
+        "segments beyond, b = ⌈T^(1/3)⌉), `+bf16` autocast, `compile`: "
         "`torch.compile` of the meta-loss (skdistill's default path, full memory). "
         f"Median of interleaved rounds (at least {args.min_rounds}, at least "
         f"{args.min_time:g} s per variant) after a warm-up. Ratios: naive time / variant "

@@ -32,7 +32,7 @@ __all__ = [
     "unroll",
     "meta_loss",
     "meta_value_and_grad",
-    "checkpoint_segment",
+    "checkpoint_schedule",
     "unroll_stacked",
     "predict_stacked",
     "n_draws",
@@ -109,6 +109,24 @@ def _relu_backward(grad, out):
     return torch.ops.aten.threshold_backward(grad, out, 0)
 
 
+def _mm(a, b):
+    """``a @ b``; straight to ``bmm`` for stacked draws (``matmul``'s dispatch costs ~10 µs)."""
+    if a.dim() == 3 and b.dim() == 3:
+        return torch.bmm(a, b)
+    return torch.matmul(a, b)
+
+
+def _add_mm(c, a, b, fuse):
+    """``c + a @ b``, fused into one ``baddbmm`` for stacked draws when ``fuse``.
+
+    Not fused under autocast, where ``baddbmm`` would round the float32 accumulator ``c``
+    to bf16.
+    """
+    if fuse and a.dim() == 3 and b.dim() == 3 and c.dim() == 3:
+        return torch.baddbmm(c, a, b)
+    return c + _mm(a, b)
+
+
 class DenseReLUForward:
     """Forward pass, inner gradient and its reverse pass for a ReLU MLP, written by hand.
 
@@ -160,10 +178,10 @@ class DenseReLUForward:
         for i in range(len(self.layers) - 1, -1, -1):
             w, b = self.layers[i]
             deltas[i] = delta
-            grads[w] = torch.matmul(delta.transpose(-1, -2), acts[i])
+            grads[w] = _mm(delta.transpose(-1, -2), acts[i])
             grads[b] = delta.sum(-2)
             if i:
-                delta = _relu_backward(torch.matmul(delta, params[w]), acts[i])
+                delta = _relu_backward(_mm(delta, params[w]), acts[i])
         cache = {"acts": acts, "deltas": deltas, "prob": prob, "y": y}
         return grads, cache
 
@@ -184,6 +202,7 @@ class DenseReLUForward:
         acts, deltas = cache["acts"], cache["deltas"]
         prob, y = cache["prob"], cache["y"]
         n_rows = acts[0].shape[-2]
+        fuse = not torch.is_autocast_enabled(acts[0].device.type)
         d_params = {}
         d_acts = [None] * len(self.layers)  # adjoints of each layer's input
         lam_dot_g = 0
@@ -192,16 +211,16 @@ class DenseReLUForward:
         for i, (w, b) in enumerate(self.layers):
             lam_w, lam_b = cotangent[w], cotangent[b]
             # g_w = δᵀ a and g_b = Σ_rows δ, so ⟨λ, g⟩ = ⟨δ, a λ_wᵀ + λ_b⟩
-            new = torch.matmul(acts[i], lam_w.transpose(-1, -2)) + lam_b.unsqueeze(-2)
+            new = _add_mm(lam_b.unsqueeze(-2), acts[i], lam_w.transpose(-1, -2), fuse)
             lam_dot_g = lam_dot_g + (deltas[i] * new).sum()
             if i or need_x:
-                d_acts[i] = torch.matmul(deltas[i], lam_w)
+                d_acts[i] = _mm(deltas[i], lam_w)
             if i:
                 # δ_{i-1} = (δ_i W_i) ⊙ mask_i
                 e = _relu_backward(d_delta, acts[i])
-                new = new + torch.matmul(e, params[w].transpose(-1, -2))
+                new = _add_mm(new, e, params[w].transpose(-1, -2), fuse)
                 if need_params:
-                    d_params[w] = torch.matmul(deltas[i].transpose(-1, -2), e)
+                    d_params[w] = _mm(deltas[i].transpose(-1, -2), e)
             d_delta = new
         # δ_L = (p Σy - y) / n with p = softmax(z_L)
         y_sum = y.sum(-1, keepdim=True)
@@ -216,12 +235,12 @@ class DenseReLUForward:
         for i in range(len(self.layers) - 1, -1, -1):
             w, b = self.layers[i]
             if need_params:
-                d_w = torch.matmul(d_z.transpose(-1, -2), acts[i])
-                d_params[w] = d_w if w not in d_params else d_params[w] + d_w
+                d_params[w] = (_mm(d_z.transpose(-1, -2), acts[i]) if w not in d_params else
+                               _add_mm(d_params[w], d_z.transpose(-1, -2), acts[i], fuse))
                 d_params[b] = d_z.sum(-2)
             if i or need_x:
-                d_in = torch.matmul(d_z, params[w])
-                d_acts[i] = d_in if d_acts[i] is None else d_acts[i] + d_in
+                d_acts[i] = (_mm(d_z, params[w]) if d_acts[i] is None else
+                             _add_mm(d_acts[i], d_z, params[w], fuse))
             if i:
                 d_z = _relu_backward(d_acts[i], acts[i])
         d_x = d_acts[0].reshape(-1, *acts[0].shape[-2:]).sum(0) if need_x else None
@@ -373,9 +392,70 @@ def final_loss(forward, params, x_real, y_real, vectorize):
     ).mean()
 
 
-def checkpoint_segment(n_steps):
-    """Steps per recomputed segment that minimise stored states: ⌈√T⌉ (O(√T) memory)."""
-    return max(1, math.ceil(math.sqrt(n_steps)))
+def checkpoint_schedule(n_steps, levels=None):
+    """Nested segment sizes for gradient checkpointing of a ``n_steps``-step unroll.
+
+    With ``levels`` L and b the smallest integer with b^L ≥ T, the unroll is cut into
+    segments of b^(L-1) steps, each of those into segments of b^(L-2), and so on down to
+    b-step segments; the result lists the sizes from the outermost: ``(b,)`` for two levels
+    (⌈√T⌉-step segments), ``(b², b)`` for three. The backward pass stores θ at the start of
+    the segments of every level on the path it is working on (about b per level) plus the
+    states of one innermost segment: about L·T^(1/L) parameter sets, at the cost of one more
+    unrolled pass without a graph per extra level. ``levels=None``: two for up to 64 steps,
+    three beyond (200 steps: 18 stored sets instead of 30).
+    """
+    if levels is None:
+        levels = 2 if n_steps <= 64 else 3
+    if levels < 2:
+        raise ValueError(f"levels must be at least 2, got {levels}.")
+    base = 1
+    while base**levels < n_steps:
+        base += 1
+    return tuple(base ** (levels - 1 - i) for i in range(levels - 1))
+
+
+def _schedule(segment, n_steps):
+    """``segment`` (None, an int or nested sizes) as a tuple of sizes below ``n_steps``."""
+    if segment is None:
+        return None
+    sizes = (segment,) if isinstance(segment, int) else tuple(segment)
+    if any(b < 1 for b in sizes) or list(sizes) != sorted(sizes, reverse=True):
+        raise ValueError(f"segment sizes must be positive and decreasing, got {segment}.")
+    return tuple(b for b in sizes if b < n_steps) or None
+
+
+def _saving_starts(advance, params, start, stop, size, need_end):
+    """Run steps ``start..stop`` without a graph, keeping θ at the start of each segment.
+
+    Returns ``[(segment_start, segment_stop, θ_segment_start), ...]`` and θ at ``stop``
+    (None unless ``need_end``: the last segment's steps are not run otherwise).
+    """
+    segments = []
+    with torch.no_grad():
+        for a in range(start, stop, size):
+            b = min(a + size, stop)
+            segments.append((a, b, params))
+            if b < stop or need_end:
+                params = advance(params, a, b)
+    return segments, (params if need_end else None)
+
+
+def _reverse_nested(advance, reverse_leaf, segments, sizes, adjoint):
+    """Carry ``adjoint`` (∂L/∂θ at the end of the last segment) back to the first's start.
+
+    ``segments`` are the stored starts of one level (from :func:`_saving_starts`), taken
+    from the last; each is cut again by the next of ``sizes`` until none is left, where
+    ``reverse_leaf(θ_start, start, stop, adjoint)`` recomputes the steps with what the
+    backward pass needs and returns the adjoint at ``start``.
+    """
+    while segments:
+        a, b, params = segments.pop()
+        if sizes:
+            inner, _ = _saving_starts(advance, params, a, b, sizes[0], need_end=False)
+            adjoint = _reverse_nested(advance, reverse_leaf, inner, sizes[1:], adjoint)
+        else:
+            adjoint = reverse_leaf(params, a, b, adjoint)
+    return adjoint
 
 
 def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_real, y_real,
@@ -391,11 +471,14 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
         the step sizes as differentiable functions of the learned tensors.
     leaves : list of Tensor
         The learned tensors (``requires_grad=True``).
-    segment : int or None
+    segment : int, tuple of int or None
         None keeps the graph of every unrolled step (memory O(T)). An integer ``k`` stores
         only the parameters at the start of each ``k``-step segment and recomputes one segment
         at a time in the backward pass (gradient checkpointing: memory O(T/k + k), about one
-        more forward pass of compute). The gradient is the same to float tolerance.
+        more forward pass of compute). Decreasing sizes (from :func:`checkpoint_schedule`)
+        nest the segments: each level stores its segment starts and recomputes the next
+        level's (memory about L·T^(1/L) for L - 1 sizes, one more pass per level). The
+        gradient is the same to float tolerance.
 
     Returns
     -------
@@ -404,11 +487,12 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
     grads : list of Tensor
         One per leaf (zeros where a leaf does not influence the loss).
     """
+    n_steps = make_synthetic(leaves)[2].shape[0]
+    sizes = _schedule(segment, n_steps)
     if vectorize == "batched" and isinstance(forward, DenseReLUForward):
         return _dense_meta_value_and_grad(forward, params0, make_synthetic, leaves, batches,
-                                          x_real, y_real, segment)
-    n_steps = make_synthetic(leaves)[2].shape[0]
-    if segment is None or segment >= n_steps:
+                                          x_real, y_real, sizes)
+    if sizes is None:
         loss = meta_loss(forward, params0, *make_synthetic(leaves), batches, x_real, y_real,
                          vectorize)
         grads = torch.autograd.grad(loss, leaves, allow_unused=True)
@@ -421,34 +505,35 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
             params, vectorize,
         )
 
-    starts = list(range(0, n_steps, segment))
-    # Forward without a graph, keeping the parameters at each segment start.
-    saved = []
     with torch.no_grad():
-        x_syn, y_syn, lrs = make_synthetic(leaves)
-        params = params0
-        for start in starts:
-            saved.append(params)
-            params = run(params, x_syn, y_syn, lrs, start, min(start + segment, n_steps))
+        syn_const = make_synthetic(leaves)
+
+    def advance(params, start, stop):
+        return run(params, *syn_const, start, stop)
+
+    # Forward without a graph, keeping the parameters at each outermost segment start.
+    segments, params = _saving_starts(advance, params0, 0, n_steps, sizes[0], need_end=True)
     final = {k: v.detach().requires_grad_() for k, v in params.items()}
     loss = final_loss(forward, final, x_real, y_real, vectorize)
     keys = list(final)
-    grad_params = torch.autograd.grad(loss, [final[k] for k in keys])
+    grad_final = torch.autograd.grad(loss, [final[k] for k in keys])
     totals = [torch.zeros_like(l) for l in leaves]
-    # Backward one segment at a time, from the last: recompute it with a graph, then pull the
-    # gradient back to its start and into the leaves.
-    for start, params in zip(reversed(starts), reversed(saved)):
+
+    def reverse_leaf(params, start, stop, grad_params):
+        # recompute the segment with a graph, then pull the gradient back to its start and
+        # into the leaves
         first = start == 0  # θ0 is not learned: no gradient needed there
         params = {k: v if first else v.detach().requires_grad_() for k, v in params.items()}
-        x_syn, y_syn, lrs = make_synthetic(leaves)
-        end = run(params, x_syn, y_syn, lrs, start, min(start + segment, n_steps))
+        end = run(params, *make_synthetic(leaves), start, stop)
         inputs = list(leaves) + ([] if first else [params[k] for k in keys])
         grads = torch.autograd.grad([end[k] for k in keys], inputs, grad_outputs=grad_params,
                                     allow_unused=True)
         for i, g in enumerate(grads[: len(leaves)]):
             if g is not None:
                 totals[i] += g
-        grad_params = grads[len(leaves):]
+        return grads[len(leaves):]
+
+    _reverse_nested(advance, reverse_leaf, segments, sizes[1:], grad_final)
     return loss.detach(), totals
 
 
@@ -505,13 +590,13 @@ class CompiledMetaGradient:
 
 
 def _dense_meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_real,
-                               y_real, segment):
+                               y_real, sizes):
     """:func:`meta_value_and_grad` for a :class:`DenseReLUForward` and stacked draws.
 
     The reverse pass is written by hand (:meth:`DenseReLUForward.vjp`) instead of recorded
     by autograd. The forward pass keeps each step's parameters θ_t and the small activations
-    of its pass over the synthetic batch (with ``segment``: only θ at the start of every
-    segment, recomputing the rest one segment at a time), and the backward pass carries the
+    of its pass over the synthetic batch (with checkpointing ``sizes``: only θ at segment
+    starts, recomputing the rest one segment at a time), and the backward pass carries the
     adjoint λ_t = ∂L/∂θ_t from t = T down to 0 (g_t: the inner gradient at step t):
 
         λ_t = λ_{t+1} - η_t ∂⟨λ_{t+1}, g_t⟩/∂θ_t,   ∂L/∂η_t = -⟨λ_{t+1}, g_t⟩,
@@ -523,8 +608,9 @@ def _dense_meta_value_and_grad(forward, params0, make_synthetic, leaves, batches
     x_syn, y_syn, lrs = (t.detach() for t in syn)
     need_x, need_y = syn[0].requires_grad, syn[1].requires_grad
     n_steps = lrs.shape[0]
-    keep_all = segment is None or segment <= 1
-    segment = 1 if keep_all else min(segment, n_steps)
+    # one-step segments keep every step: that is the all-in-memory pass
+    if sizes is not None and sizes[-1] == 1:
+        sizes = sizes[:-1] or None
 
     def step(params, t, keep):
         """θ_{t+1}, and (θ_t, cache) when ``keep``."""
@@ -533,48 +619,61 @@ def _dense_meta_value_and_grad(forward, params0, make_synthetic, leaves, batches
         new = {k: torch.addcmul(p, grads[k], -lrs[t]) for k, p in params.items()}
         return new, ((params, cache) if keep else None)
 
+    def advance(params, start, stop):
+        for t in range(start, stop):
+            params, _ = step(params, t, False)
+        return params
+
+    d_x, d_y = torch.zeros_like(x_syn), torch.zeros_like(y_syn)
+    d_lrs = torch.zeros_like(lrs)
+
+    def reverse(kept, start, lam):
+        """Carry λ back over the kept steps ``start, start + 1, ...`` (popped from the end)."""
+        for t in range(start + len(kept) - 1, start - 1, -1):
+            params, cache = kept.pop()
+            # λ_0 is not needed: θ0 is drawn, not learned
+            d_params, dx, dy, lam_dot_g = forward.vjp(params, cache, lam, need_x, need_y,
+                                                      need_params=t > 0)
+            d_lrs[t] = -lam_dot_g
+            idx = batches[t % len(batches)]
+            if need_x:
+                _accumulate(d_x, idx, dx, -lrs[t])
+            if need_y:
+                _accumulate(d_y, idx, dy, -lrs[t])
+            if t:
+                lam = {k: torch.addcmul(lam[k], d_params[k], -lrs[t]) for k in lam}
+        return lam
+
+    def reverse_leaf(params, start, stop, lam):
+        kept = []  # recompute the segment, keeping its steps
+        for t in range(start, stop):
+            params, entry = step(params, t, True)
+            kept.append(entry)
+        del params  # θ at ``stop``: not needed
+        return reverse(kept, start, lam)
+
     with torch.no_grad():
-        saved = {}  # step -> (θ_t, cache) when keeping all, θ at segment starts otherwise
-        params = params0
-        for t in range(n_steps):
-            if keep_all:
-                params, saved[t] = step(params, t, True)
-            else:
-                if t % segment == 0:
-                    saved[t] = params
-                params, _ = step(params, t, False)
+        if sizes is None:
+            kept, params = [], params0
+            for t in range(n_steps):
+                params, entry = step(params, t, True)
+                kept.append(entry)
+        else:
+            segments, params = _saving_starts(advance, params0, 0, n_steps, sizes[0],
+                                              need_end=True)
         n = n_draws(params0)
         targets = y_real if y_real.dim() == 2 else F.one_hot(
             y_real, y_syn.shape[-1]).to(x_real.dtype)
         grads, cache = forward.grad_with_cache(params, x_real, targets)
         loss = _real_loss(cache["acts"][-1], y_real).mean()
-        del cache
+        del cache, params
         # λ_T: gradient of the mean over draws of each draw's real-data loss
         lam = {k: g / n for k, g in grads.items()}
-        d_x, d_y = torch.zeros_like(x_syn), torch.zeros_like(y_syn)
-        d_lrs = torch.zeros_like(lrs)
-        for start in range(0, n_steps, segment)[::-1]:
-            stop = min(start + segment, n_steps)
-            if keep_all:
-                kept = [saved.pop(start)]
-            else:  # recompute the segment, keeping its steps
-                kept, params = [], saved.pop(start)
-                for t in range(start, stop):
-                    params, entry = step(params, t, True)
-                    kept.append(entry)
-            for t in range(stop - 1, start - 1, -1):
-                params, cache = kept.pop()
-                # λ_0 is not needed: θ0 is drawn, not learned
-                d_params, dx, dy, lam_dot_g = forward.vjp(params, cache, lam, need_x, need_y,
-                                                          need_params=t > 0)
-                d_lrs[t] = -lam_dot_g
-                idx = batches[t % len(batches)]
-                if need_x:
-                    _accumulate(d_x, idx, dx, -lrs[t])
-                if need_y:
-                    _accumulate(d_y, idx, dy, -lrs[t])
-                if t:
-                    lam = {k: torch.addcmul(lam[k], d_params[k], -lrs[t]) for k in lam}
+        del grads
+        if sizes is None:
+            reverse(kept, 0, lam)
+        else:
+            _reverse_nested(advance, reverse_leaf, segments, sizes[1:], lam)
     outputs, cotangents = [], []
     for out, cot in zip(syn, (d_x, d_y, d_lrs)):
         if out.requires_grad:

@@ -147,7 +147,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         How the meta-gradient keeps the unrolled steps: ``"full"`` keeps every step's graph
         (memory grows linearly with ``n_steps``); ``"checkpoint"`` keeps the parameters at the
         start of ⌈√n_steps⌉-step segments and recomputes one segment at a time (memory
-        O(√n_steps), about one more unrolled pass of compute, the same gradient);
+        O(√n_steps), about one more unrolled pass of compute, the same gradient); beyond 64
+        steps the segments are nested one level deeper (segments of b² steps cut into
+        b-step ones, b = ⌈n_steps^(1/3)⌉: about 3·b parameter sets, one more unrolled pass);
         ``"auto"`` checkpoints beyond 20 steps.
     precision : {"float32", "bfloat16"}, default="float32"
         ``"bfloat16"`` runs the meta-gradient under bf16 autocast (matrix products and
@@ -1021,10 +1023,11 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         return 1 if single else self.n_inits
 
     def _segment(self):
-        """Steps per recomputed segment of the unroll, or None to keep every step."""
+        """Nested segment sizes of checkpointing (:func:`_unroll.checkpoint_schedule`), or
+        None to keep every step."""
         if self.memory == "full" or (self.memory == "auto" and self.n_steps <= _FULL_MEMORY_STEPS):
             return None
-        return _unroll.checkpoint_segment(self.n_steps)
+        return _unroll.checkpoint_schedule(self.n_steps)
 
     def _vectorize(self, forward, net, n_draws=None):
         device_type = torch.device(resolve_device(self.device)).type

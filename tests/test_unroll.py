@@ -64,7 +64,7 @@ def test_unroll_is_plain_gradient_descent():
 
 
 @pytest.mark.parametrize("vectorize", [True, False])
-@pytest.mark.parametrize("segment", [1, 2, 3, 5])
+@pytest.mark.parametrize("segment", [1, 2, 3, 5, (4, 2), (3, 2, 1), _unroll.checkpoint_schedule(7, 3)])
 def test_checkpointed_gradient_equals_the_all_in_memory_one(vectorize, segment):
     forward, params0, x_syn, label_logits, _, x_real, y_real = _problem(n_draws=2)
     log_lr = torch.log(torch.linspace(0.05, 0.3, 7, dtype=torch.float64)).requires_grad_()
@@ -85,8 +85,25 @@ def test_checkpointed_gradient_equals_the_all_in_memory_one(vectorize, segment):
     assert all(g.abs().sum() > 0 for g in full[1])
 
 
-def test_checkpoint_segment_is_square_root():
-    assert [_unroll.checkpoint_segment(t) for t in (1, 10, 100, 200)] == [1, 4, 10, 15]
+def test_checkpoint_schedule():
+    # two levels (⌈√T⌉-step segments) up to 64 steps, then three
+    assert [_unroll.checkpoint_schedule(t) for t in (1, 10, 64)] == [(1,), (4,), (8,)]
+    assert _unroll.checkpoint_schedule(65) == (25, 5)
+    assert _unroll.checkpoint_schedule(200) == (36, 6)  # 6 + 6 + 6 stored sets, not 15 + 15
+    assert _unroll.checkpoint_schedule(200, levels=2) == (15,)
+    assert _unroll.checkpoint_schedule(1000, levels=4) == (216, 36, 6)
+    with pytest.raises(ValueError, match="levels"):
+        _unroll.checkpoint_schedule(10, levels=1)
+
+
+@pytest.mark.parametrize("segment", [0, (2, 3)])
+def test_bad_checkpoint_segments_are_rejected(segment):
+    forward, params0, x_syn, label_logits, _, x_real, y_real = _problem(n_draws=2)
+    log_lr = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="decreasing"):
+        _unroll.meta_value_and_grad(
+            forward, params0, lambda l: (l[0], torch.softmax(l[1], 1), l[2].exp()),
+            [x_syn, label_logits, log_lr], [slice(None)], x_real, y_real, segment=segment)
 
 
 @pytest.mark.parametrize("vectorize", [True, "batched"])
@@ -133,7 +150,7 @@ def test_hand_written_inner_gradient_equals_autograd(hidden, stacked):
 
 
 @pytest.mark.parametrize("hidden", [(5,), (), (6, 4)])
-@pytest.mark.parametrize("segment", [None, 2, 3])
+@pytest.mark.parametrize("segment", [None, 2, 3, (3, 2)])
 @pytest.mark.parametrize("batches", [[slice(None)], [torch.tensor([0, 2]), torch.tensor([1])]])
 @pytest.mark.parametrize("soft_real", [False, True])
 def test_hand_written_reverse_pass_equals_autograd(hidden, segment, batches, soft_real):
