@@ -109,6 +109,10 @@ def parse_args(argv=None):
                         help='other arguments of the protocol 2 optimiser as JSON, e.g. '
                              '\'{"momentum": 0.9, "weight_decay": 0.0005}\' for the '
                              "literature's SGD")
+    parser.add_argument("--eval-augment", action="store_true",
+                        help="also run protocol 2 with DSA-style augmentation of the set "
+                             "(DistilledClassifier(augment='dsa')), as the literature's "
+                             "evaluations since DSA do; reported as a third column")
     parser.add_argument("--learn-labels", action="store_true",
                         help="the distiller learns soft labels (learn_labels=True)")
     parser.add_argument("--module", choices=["mlp", "lenet", "convnet"], default="mlp",
@@ -192,19 +196,26 @@ def run_one(method, ipc, data, args, device, bar):
                           random_state=args.seed)
         bar.update(1)
         # learned soft labels where the distiller has them, as DistilledClassifier uses them
-        p2 = standard_training(
-            est.distilled_X_, est.distilled_y_, data.X_train, data.y_train,
-            data.X_test, data.y_test, seeds=range(args.seed, args.seed + args.n_inits),
-            max_epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
-            optimizer_params=args.optimizer_params, module=args.eval_module,
-            module_params=args.eval_module_params,
-            input_shape=data.image_shape if args.eval_module != "mlp" else None, device=device,
-            y_proba=getattr(est, "distilled_y_proba_", None), classes=est.classes_,
-        )
+        def protocol2(augment=None):
+            return standard_training(
+                est.distilled_X_, est.distilled_y_, data.X_train, data.y_train,
+                data.X_test, data.y_test, seeds=range(args.seed, args.seed + args.n_inits),
+                max_epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
+                optimizer_params=args.optimizer_params, module=args.eval_module,
+                module_params=args.eval_module_params,
+                input_shape=data.image_shape if args.eval_module != "mlp" else None,
+                device=device, y_proba=getattr(est, "distilled_y_proba_", None),
+                classes=est.classes_, augment=augment,
+            )
+
+        p2 = protocol2()
+        p2_dsa = protocol2("dsa") if args.eval_augment else None
         bar.update(1)
     record = {"method": method, "ipc": ipc, "n_distilled": 10 * ipc,
               "learned_recipe": p1.tolist(), "standard_training": p2.tolist(),
               "fit_seconds": fit_time.seconds, "eval_seconds": eval_time.seconds}
+    if p2_dsa is not None:
+        record["standard_training_dsa"] = p2_dsa.tolist()
     if method == "distilled":
         record["learned_lr"] = est.learned_lr_.tolist()
         record["inner_lr_init"] = est.inner_lr_init_
@@ -237,7 +248,11 @@ def report(results, args, meta):
         f"{'Adam' if args.optimizer == 'adam' else 'SGD'}"
         + (f" `{json.dumps(args.optimizer_params)}`" if args.optimizer_params else "")
         + f", lr {args.lr}, {args.epochs} epochs, cross-entropy against the learned soft labels "
-        "where the distiller learned them (else the hard labels). Accuracy in % on the test "
+        "where the distiller learned them (else the hard labels)"
+        + ("; with DSA augmentation: the same, each step on randomly transformed copies of "
+           "the set (`DistilledClassifier(augment='dsa')`: one of colour, crop, cutout, "
+           "scale, rotation per step)" if args.eval_augment else "")
+        + ". Accuracy in % on the test "
         f"split, mean ± std over {args.n_inits} θ0 draws / training runs of one fitted set "
         f"per method (seed {args.seed}). Time: building the set (distil or select). "
         "**Bold**: best protocol 1 accuracy per block.",
@@ -255,10 +270,12 @@ def report(results, args, meta):
                 if np.mean(r["learned_recipe"]) == best:
                     p1 = f"**{p1}**"
                 rows.append([LABELS[r["method"]], ipc, p1, mean_std(r["standard_training"]),
+                             *([mean_std(r["standard_training_dsa"])] if args.eval_augment
+                               else []),
                              f"{r['fit_seconds']:.2f}"])
         lines.append(markdown_table(
             ["method", "ipc", "1: learned recipe / constant-step GD", "2: standard training",
-             "time (s)"], rows))
+             *(["2 with DSA augmentation"] if args.eval_augment else []), "time (s)"], rows))
     return "\n".join(lines)
 
 

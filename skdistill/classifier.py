@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ._validation import restore_on_error
+from .augment import AugmentedModule, check_strategy
 from .distiller import DatasetDistiller, resolve_device
 from .nets import MAX_SEED, check_input_shape, make_module, reset_parameters
 
@@ -108,6 +109,13 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
     batch_size : int, default=None
         Minibatch size of standard training (shuffled every epoch); None uses the whole
         synthetic set in every step.
+    augment : "dsa", sequence of str or None, default=None
+        Standard training on randomly transformed copies of the synthetic images, one
+        transformation per step (:func:`skdistill.augment.augment_images`): ``"dsa"`` draws
+        from colour, crop, cutout, scale and rotation, as the literature's evaluations do
+        (Zhao & Bilen 2021); a sequence names the transformations (add ``"flip"`` for
+        natural images). Needs images (an ``input_shape``) and ``training="standard"``.
+        Predictions are never augmented.
     random_state : int, RandomState instance or None, default=None
         Seeds θ0 (learned) or the initial weights and shuffling (standard), and the
         distiller when its own ``random_state`` is None.
@@ -163,6 +171,7 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         "optimizer": [StrOptions(set(_OPTIMIZERS)), callable],
         "optimizer_params": [dict, None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "augment": [str, list, tuple, None],
         "random_state": ["random_state"],
         "device": [str, torch.device],
         "verbose": ["verbose"],
@@ -181,6 +190,7 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         optimizer="adam",
         optimizer_params=None,
         batch_size=None,
+        augment=None,
         random_state=None,
         device="auto",
         verbose=0,
@@ -195,6 +205,7 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         self.optimizer = optimizer
         self.optimizer_params = optimizer_params
         self.batch_size = batch_size
+        self.augment = augment
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -230,6 +241,14 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
                 "recipe replays the distiller's own network from its θ0. Leave module=None, "
                 "or set the distiller's module."
             )
+        strategy = None
+        if self.augment is not None:
+            strategy = check_strategy(self.augment)
+            if self.training != "standard":
+                raise ValueError(
+                    f"augment={self.augment!r} applies to training='standard' only: the "
+                    "learned recipe replays the distiller's steps on the images as they are."
+                )
         if self.training == "learned" and not _has_recipe(distiller):
             raise ValueError(
                 f"training='learned' replays a learned recipe (training_steps and "
@@ -248,12 +267,21 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         y_proba = self._targets(y_syn)
         self.input_shape_ = self._resolve_input_shape(X.shape[1])
+        if strategy is not None and (self.input_shape_ is None or len(self.input_shape_) != 3):
+            raise ValueError(
+                f"augment={self.augment!r} transforms images, but the network takes flat rows "
+                f"(input_shape={self.input_shape_}); give input_shape=(channels, height, "
+                "width) and a convolutional module."
+            )
         with torch.random.fork_rng(devices=[]):
             if self.training == "learned":
                 net = self._learned_net(rng)
             else:
                 torch.manual_seed(rng.randint(MAX_SEED))  # initial weights and shuffling
-                net = self._standard_net(self._architecture(X.shape[1]))
+                module = reset_parameters(copy.deepcopy(self._architecture(X.shape[1])))
+                if strategy is not None:
+                    module = AugmentedModule(module, strategy, seed=rng.randint(MAX_SEED))
+                net = self._standard_net(module)
             net.fit(self._net_input(X_syn), y_proba.astype(np.float32))
         self.net_ = net
         return self
@@ -323,12 +351,12 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
             **self._net_params(),
         )
 
-    def _standard_net(self, template):
-        """A freshly initialised copy of ``template`` and an ordinary optimiser."""
+    def _standard_net(self, module):
+        """``module`` (freshly initialised) and an ordinary optimiser."""
         optimizer = (_OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str)
                      else self.optimizer)
         return NeuralNetClassifier(
-            reset_parameters(copy.deepcopy(template)).train(),
+            module.train(),
             optimizer=optimizer,
             lr=self.lr,
             max_epochs=self.max_epochs,

@@ -67,3 +67,18 @@ def test_standard_training_of_the_benchmarks_uses_soft_labels_when_given():
                                 classes=classes, **kw)
     assert onehot[0] == pytest.approx(hard[0], abs=1e-12)
     assert hard[0] > 0.7 and shifted[0] < 0.1
+
+
+def test_accuracy_benchmark_reports_protocol_2_with_augmentation(tmp_path):
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--datasets", "digits",
+         "--ipc", "2", "--methods", "means", "--module", "convnet", "--module-params",
+         '{"width": 8, "depth": 1}', "--epochs", "40", "--n-inits", "2", "--eval-augment",
+         "--no-progress", "--out-dir", str(tmp_path), "--name", "acc_dsa"],
+        check=True, cwd=ROOT, timeout=600,
+    )
+    assert "2 with DSA augmentation" in (tmp_path / "acc_dsa.md").read_text()
+    (record,) = json.loads((tmp_path / "acc_dsa.json").read_text())["results"]["digits"]["records"]
+    plain, dsa = record["standard_training"], record["standard_training_dsa"]
+    assert len(dsa) == 2 and all(0.3 < a <= 1.0 for a in plain + dsa)
+    assert dsa != plain  # trained on transformed copies: not the same networks
