@@ -305,12 +305,16 @@ def unroll(forward, params, x_syn, y_syn, lrs, batches, start=0, stop=None):
 
     ``batches`` is a sequence of index tensors (or ``slice(None)`` for the whole set), cycled
     in order: step ``t`` uses ``batches[t % len(batches)]`` with step size ``lrs[t]``.
+    ``x_syn`` may also be a list of the samples of every step, already taken (e.g.
+    augmented differently at each step); ``y_syn`` is then still indexed by ``batches``.
     ``start`` and ``stop`` run only steps ``start <= t < stop`` (a segment of the unroll).
     """
     stop = lrs.shape[0] if stop is None else stop
+    per_step = isinstance(x_syn, (list, tuple))
     for t in range(start, stop):
         idx = batches[t % len(batches)]
-        params = inner_step(forward, params, x_syn[idx], y_syn[idx], lrs[t])
+        x_t = x_syn[t] if per_step else x_syn[idx]
+        params = inner_step(forward, params, x_t, y_syn[idx], lrs[t])
     return params
 
 
@@ -487,14 +491,17 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
     grads : list of Tensor
         One per leaf (zeros where a leaf does not influence the loss).
     """
-    n_steps = make_synthetic(leaves)[2].shape[0]
+    syn = make_synthetic(leaves)
+    n_steps = syn[2].shape[0]
     sizes = _schedule(segment, n_steps)
     if vectorize == "batched" and isinstance(forward, DenseReLUForward):
+        if isinstance(syn[0], (list, tuple)):
+            raise ValueError("the batched path takes one synthetic set, not one per step; "
+                             "use vectorize=True or False.")
         return _dense_meta_value_and_grad(forward, params0, make_synthetic, leaves, batches,
                                           x_real, y_real, sizes)
     if sizes is None:
-        loss = meta_loss(forward, params0, *make_synthetic(leaves), batches, x_real, y_real,
-                         vectorize)
+        loss = meta_loss(forward, params0, *syn, batches, x_real, y_real, vectorize)
         grads = torch.autograd.grad(loss, leaves, allow_unused=True)
         return loss.detach(), [torch.zeros_like(l) if g is None else g
                                for l, g in zip(leaves, grads)]

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["AUGMENTATIONS", "augment_images", "AugmentedModule"]
+__all__ = ["AUGMENTATIONS", "augment_images", "augment_steps", "AugmentedModule"]
 
 
 def _uniform(generator, n, low, high, device):
@@ -133,6 +133,23 @@ def check_strategy(strategy, name="augment"):
             f"{unknown or strategy!r}."
         )
     return strategy
+
+
+def augment_steps(x, batches, n_steps, input_shape, strategy, seed):
+    """The synthetic batch of every unrolled step, each transformed by its own draw.
+
+    Step ``t`` takes rows ``batches[t % len(batches)]`` of the flat samples ``x`` and
+    transforms them as images of ``input_shape`` with a generator seeded by ``seed + t``,
+    so that a recomputation (gradient checkpointing) gives the same images. Returns a list
+    of ``n_steps`` flat tensors, differentiable functions of ``x``.
+    """
+    out = []
+    for t in range(n_steps):
+        rows = x[batches[t % len(batches)]]
+        images = rows.reshape(rows.shape[0], *input_shape)
+        g = torch.Generator().manual_seed(int(seed) + t)
+        out.append(augment_images(images, g, strategy).reshape(rows.shape))
+    return out
 
 
 class AugmentedModule(nn.Module):

@@ -20,6 +20,7 @@ from torch import nn
 from . import _unroll
 from ._base import ScoredSamplerMixin
 from ._validation import restore_on_error
+from .augment import augment_steps, check_strategy
 from .nets import MAX_SEED as _MAX_SEED
 from .nets import check_input_shape, make_module, param_dict, reset_parameters, sample_params
 
@@ -151,6 +152,15 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         steps the segments are nested one level deeper (segments of b² steps cut into
         b-step ones, b = ⌈n_steps^(1/3)⌉: about 3·b parameter sets, one more unrolled pass);
         ``"auto"`` checkpoints beyond 20 steps.
+    augment : "dsa", sequence of str or None, default=None
+        Differentiable augmentation of the synthetic images inside the fit's unrolls (DSA
+        style, Zhao & Bilen 2021): every inner step sees its batch through one random
+        transformation (colour, crop, cutout, scale or rotation, parameters per image;
+        :func:`skdistill.augment.augment_images`), drawn afresh at every outer iteration,
+        and the meta-gradient flows back through it, so the images learn to teach through
+        such changes. A sequence names the transformations. Needs images (``input_shape``);
+        takes the generic draw path for MLPs, and not ``compile=True``. Validation,
+        :meth:`score` and the learned recipe train on the images as they are.
     precision : {"float32", "bfloat16"}, default="float32"
         ``"bfloat16"`` runs the meta-gradient under bf16 autocast (matrix products and
         convolutions in bf16, reductions and the learned tensors in float32): faster on CPUs
@@ -274,6 +284,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         "memory": [StrOptions({"auto", "full", "checkpoint"})],
         "checkpoint": [str, os.PathLike, None],
         "checkpoint_interval": [Interval(Integral, 1, None, closed="left")],
+        "augment": [str, list, tuple, None],
         "precision": [StrOptions({"float32", "bfloat16"})],
         "compile": ["boolean"],
         "callback": [callable, None],
@@ -308,6 +319,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         n_iter_no_change=None,
         validation_interval=10,
         memory="auto",
+        augment=None,
         precision="float32",
         compile=False,
         checkpoint=None,
@@ -340,6 +352,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.validation_interval = validation_interval
         self.memory = memory
+        self.augment = augment
         self.precision = precision
         self.compile = compile
         self.checkpoint = checkpoint
@@ -516,6 +529,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             )
         n_features = X.shape[1]
         input_shape = check_input_shape(self.input_shape, self.module, n_features)
+        self._check_augment(input_shape)
         relabel = self._check_relabel(classes)
         net = make_module(self.module, self.module_params, n_features, n_classes, input_shape)
         device = resolve_device(self.device)
@@ -645,6 +659,23 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             raise ValueError("init array contains NaN or infinity.")
         return arr
 
+    def _check_augment(self, input_shape):
+        """The augmentation strategy (tuple of names) or None; clear errors before work."""
+        if self.augment is None:
+            return None
+        strategy = check_strategy(self.augment)
+        if input_shape is None or len(input_shape) != 3:
+            raise ValueError(
+                f"augment={self.augment!r} transforms images, but input_shape is "
+                f"{input_shape}; give input_shape=(channels, height, width)."
+            )
+        if self.compile:
+            raise ValueError(
+                f"augment={self.augment!r} draws new transformations at every iteration, "
+                "which compile=True would recompile every time; use one or the other."
+            )
+        return strategy
+
     def _check_model_init(self, net, rng):
         """p(θ0) as ``("random", None)`` or ``("list", [state dicts])``."""
         spec = self.model_init
@@ -748,6 +779,10 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         n_draw = self.n_inits if p_init[0] == "random" or len(p_init[1]) > 1 else 1
         world, rank = s["world"], s["rank"]
         vectorize = self._vectorize(forward, net, n_draw // world)
+        strategy = self._check_augment(s["input_shape"])
+        # one synthetic batch per step: the hand-written MLP path takes one set for all steps
+        meta_vectorize = True if strategy is not None and vectorize == "batched" else vectorize
+        aug_seed = [0]  # redrawn at every iteration
         # a single θ0 (fixed or one pretrained) is validated once, not four times
         n_val_draws = _N_VALIDATION_INITS if n_draw > 1 else 1
         # this process's share of the θ0 draws; its loss and gradient are weighted by it
@@ -768,7 +803,11 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
 
         def synthetic(_leaves):
             # the leaves are the tensors of ``state`` themselves
-            return mean + std * state["z"], targets(state), state["log_lr"].exp()
+            x = mean + std * state["z"]
+            if strategy is not None:
+                x = augment_steps(x, batches, self.n_steps, s["input_shape"], strategy,
+                                  aug_seed[0])
+            return x, targets(state), state["log_lr"].exp()
 
         if resume is None and not s["warm"]:
             lr0 = self._inner_lr_init()
@@ -857,6 +896,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             for it in range(n_iter0 + 1, n_target + 1):
                 x_real, y_real = s["train"].take(rng.choice(n_train, batch, replace=False))
                 params0 = sample_params(p_init, net, n_draw, rng, device, subset=my_draws)
+                if strategy is not None:
+                    aug_seed[0] = rng.randint(_MAX_SEED)
                 with torch.autocast(device.type, dtype=torch.bfloat16,
                                     enabled=self.precision == "bfloat16"):
                     if compiled is not None:
@@ -864,7 +905,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                     else:
                         loss, grads = _unroll.meta_value_and_grad(
                             forward, params0, synthetic, trainable, batches, x_real, y_real,
-                            vectorize, segment,
+                            meta_vectorize, segment,
                         )
                 if world > 1:
                     loss, grads = _all_reduce_mean(loss, grads, share)

@@ -104,3 +104,73 @@ def test_bad_augment_is_a_clear_error(digits_split, params, match):
     with pytest.raises(ValueError, match=match):
         clf.fit(X_train, y_train)
     assert not hasattr(clf, "net_")
+
+
+# ---------------------------------------------------------------- DatasetDistiller
+
+
+def _distiller(**params):
+    from skdistill import DatasetDistiller
+
+    defaults = dict(n_distilled=10, module="convnet", module_params={"width": 4, "depth": 1},
+                    input_shape=(1, 8, 8), max_iter=6, n_steps=4, validation_interval=3,
+                    inner_lr_init=0.1, random_state=0)
+    return DatasetDistiller(**{**defaults, **params})
+
+
+def test_augmented_distillation_is_reproducible_and_checkpointing_recomputes_it(digits_split):
+    X_train, X_test, y_train, y_test = digits_split
+    a = _distiller(augment="dsa", memory="full").fit(X_train, y_train)
+    b = _distiller(augment="dsa", memory="full").fit(X_train, y_train)
+    plain = _distiller(memory="full").fit(X_train, y_train)
+    np.testing.assert_array_equal(a.distilled_X_, b.distilled_X_)
+    assert np.abs(a.distilled_X_ - plain.distilled_X_).max() > 1e-4
+    # the same per-step transformations when the steps are recomputed
+    ckpt = _distiller(augment="dsa", memory="checkpoint").fit(X_train, y_train)
+    np.testing.assert_allclose(ckpt.distilled_X_, a.distilled_X_, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ckpt.loss_curve_, a.loss_curve_, rtol=1e-5)
+
+
+def test_augmented_mlp_distillation_takes_the_generic_path(digits_split):
+    X_train, X_test, y_train, y_test = digits_split
+    est = _distiller(module="mlp", module_params=None, augment=["crop", "rotate"],
+                     max_iter=50, n_steps=10, inner_lr_init=None).fit(X_train, y_train)
+    assert est.score(X_test, y_test) > 0.7  # 0.79 measured
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"augment": "dsa", "module": "mlp", "module_params": None, "input_shape": None},
+     "input_shape"),
+    ({"augment": "dsa", "compile": True}, "compile"),
+    ({"augment": "zoom"}, "augment must be"),
+])
+def test_bad_augment_of_the_distiller_is_a_clear_error(digits_split, params, match):
+    X_train, _, y_train, _ = digits_split
+    est = _distiller(**params)
+    with pytest.raises(ValueError, match=match):
+        est.fit(X_train, y_train)
+    assert not hasattr(est, "distilled_X_")
+
+
+def test_unroll_takes_one_batch_per_step():
+    from skdistill import _unroll
+    from skdistill.nets import MLP, param_dict
+
+    net = MLP(6, 3, hidden_layer_sizes=(5,)).double()
+    forward = _unroll.make_forward(net, analytic=False)
+    params = param_dict(net)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    y = torch.eye(3, dtype=torch.float64)[[0, 1, 2, 0]]
+    lrs = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
+    batches = [torch.tensor([0, 1]), torch.tensor([2, 3])]
+    steps = [x[batches[t % 2]] for t in range(3)]
+    want = _unroll.unroll(forward, params, x, y, lrs, batches)
+    got = _unroll.unroll(forward, params, steps, y, lrs, batches)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+    dense = _unroll.make_forward(net)
+    with pytest.raises(ValueError, match="one synthetic set"):
+        _unroll.meta_value_and_grad(
+            dense, {k: v[None] for k, v in params.items()},
+            lambda leaves: (steps, y, leaves[0].exp()), [lrs.log().requires_grad_()],
+            batches, x, torch.tensor([0, 1, 2, 0]), vectorize="batched")
