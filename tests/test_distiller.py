@@ -37,6 +37,17 @@ def test_fit_sets_the_documented_attributes(tiny_data):
     assert d.model_init_ is None  # random init keeps no θ0
 
 
+def test_validation_holds_out_at_most_2000_samples(digits_split):
+    X_train, _, y_train, _ = digits_split
+    X, y = np.tile(X_train, (4, 1)), np.tile(y_train, 4)  # 5,028 rows
+    d = fast(n_distilled=10, validation_fraction=0.5, max_iter=4, validation_interval=2).fit(X, y)
+    # 4 validation draws over 2,000 samples: every score is a multiple of 1/8,000
+    # (of 1/10,056 for the uncapped 2,514)
+    counts = np.array(d.validation_scores_) * 8000
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-6)
+    assert np.ptp(counts) > 0
+
+
 def test_fit_resample_returns_the_distilled_set(tiny_data):
     X, y = tiny_data
     d = fast(n_distilled=6)
