@@ -59,6 +59,7 @@ from skdistill import (  # noqa: E402
 )
 from skdistill.coreset import SELECTORS  # noqa: E402
 from skdistill.distiller import resolve_device  # noqa: E402
+from skdistill.nets import default_module_params  # noqa: E402
 
 LOADERS = {"digits": load_digits_images, "fashion_mnist": load_fashion_mnist,
            "mnist": load_mnist}
@@ -119,7 +120,8 @@ def parse_args(argv=None):
                         help="network of both protocols, for every method")
     parser.add_argument("--module-params", type=json.loads, default=None,
                         help='constructor arguments of --module as JSON, e.g. '
-                             '\'{"width": 32, "depth": 2}\' for the ConvNet')
+                             '\'{"width": 128, "depth": 3}\' for the ConvNet (default: '
+                             "the distiller's own: width 32, depth 2 for the ConvNet)")
     parser.add_argument("--eval-module", choices=["mlp", "lenet", "convnet"], default=None,
                         help="network of protocol 2 (default: --module)")
     parser.add_argument("--eval-module-params", type=json.loads, default=None,
@@ -155,6 +157,8 @@ def parse_args(argv=None):
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.name = args.name or ("accuracy_quick" if args.quick else "accuracy")
+    # what the distiller and the selectors build for module_params=None (the ConvNet: 32x2)
+    args.module_params = default_module_params(args.module, args.module_params)
     if args.eval_module is None:
         args.eval_module = args.module
         if args.eval_module_params is None:
@@ -229,7 +233,8 @@ def report(results, args, meta):
     p2_net = "the same network" if (args.eval_module, args.eval_module_params) == (
         args.module, args.module_params) else f"module `{args.eval_module}`" + (
         f" with `{json.dumps(args.eval_module_params)}`" if args.eval_module_params else
-        " with its default parameters")
+        " with its class's default parameters"
+        + (" (width 128, depth 3)" if args.eval_module == "convnet" else ""))
     distiller_settings = [
         f"`max_iter={args.max_iter}`", f"`batch_size={args.batch_size}`",
         f"`n_steps={args.n_steps}` with learned step sizes", f"`learn_labels={args.learn_labels}`",

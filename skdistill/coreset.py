@@ -38,7 +38,7 @@ from . import _unroll
 from ._base import ScoredSamplerMixin
 from ._validation import restore_on_error
 from .distiller import resolve_device
-from .nets import MAX_SEED, check_input_shape, make_module, sample_params
+from .nets import MAX_SEED, check_input_shape, default_module_params, make_module, sample_params
 
 __all__ = [
     "CoresetSelector",
@@ -67,7 +67,8 @@ class CoresetSelector(ScoredSamplerMixin, BaseEstimator, metaclass=ABCMeta):
     module : {"mlp", "lenet", "convnet"}, nn.Module subclass or instance, default="mlp"
         Network trained by :meth:`score`, as in :class:`~skdistill.DatasetDistiller`.
     module_params : dict, default=None
-        Constructor arguments of the module.
+        Constructor arguments of the module. None: its own defaults, except that
+        ``"convnet"`` is of width 32 and depth 2, as in :class:`~skdistill.DatasetDistiller`.
     input_shape : tuple of int, default=None
         Shape of one sample for convolutional modules; inferred for square images.
     n_steps : int, default=10
@@ -187,7 +188,8 @@ class CoresetSelector(ScoredSamplerMixin, BaseEstimator, metaclass=ABCMeta):
             )
         # The scoring network is checked by the distiller's own rules, before any selection.
         input_shape = check_input_shape(self.input_shape, self.module, X.shape[1])
-        net = make_module(self.module, self.module_params, X.shape[1], n_classes, input_shape)
+        net = make_module(self.module, default_module_params(self.module, self.module_params),
+                          X.shape[1], n_classes, input_shape)
         device = resolve_device(self.device)
 
         rng = check_random_state(self.random_state)

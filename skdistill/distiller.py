@@ -22,7 +22,8 @@ from ._base import ScoredSamplerMixin
 from ._validation import restore_on_error
 from .augment import augment_steps, check_strategy
 from .nets import MAX_SEED as _MAX_SEED
-from .nets import check_input_shape, make_module, param_dict, reset_parameters, sample_params
+from .nets import (check_input_shape, default_module_params, make_module, param_dict,
+                   reset_parameters, sample_params)
 
 __all__ = ["DatasetDistiller"]
 
@@ -83,7 +84,11 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         built with ``module_params``; an instance is copied. BatchNorm is not supported.
     module_params : dict, default=None
         Constructor arguments of the module, e.g. ``{"hidden_layer_sizes": (64,)}`` for
-        ``"mlp"`` or ``{"width": 64, "depth": 2}`` for ``"convnet"``.
+        ``"mlp"`` or ``{"width": 128, "depth": 3}`` for ``"convnet"``. None: the module's
+        own defaults, except that ``"convnet"`` is of width 32 and depth 2, which distils
+        Fashion-MNIST in about 15 minutes on two CPU cores (75 % with one image per class,
+        evaluated on the literature's width-128 depth-3 ConvNet); distilling with that
+        ConvNet itself (``{}``) took two hours there and 91 s on an H200 GPU (77 %).
     input_shape : tuple of int, default=None
         Shape of one sample, e.g. ``(1, 28, 28)``; rows of ``X`` are reshaped to it before
         the network. When None and the module is a convolutional built-in, ``(1, s, s)`` is
@@ -536,7 +541,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         input_shape = check_input_shape(self.input_shape, self.module, n_features)
         self._check_augment(input_shape)
         relabel = self._check_relabel(classes)
-        net = make_module(self.module, self.module_params, n_features, n_classes, input_shape)
+        net = make_module(self.module, default_module_params(self.module, self.module_params),
+                          n_features, n_classes, input_shape)
         device = resolve_device(self.device)
         world, rank = _dist_world()
         if world > 1:

@@ -18,7 +18,7 @@ from torch import nn
 
 __all__ = [
     "MLP", "LeNet", "ConvNet", "build_module", "infer_input_shape", "reset_parameters",
-    "param_dict", "sample_params", "check_input_shape", "make_module",
+    "param_dict", "sample_params", "check_input_shape", "make_module", "default_module_params",
 ]
 
 MAX_SEED = 2**31 - 1
@@ -127,6 +127,24 @@ class ConvNet(nn.Module):
 
 _BUILTIN = {"mlp": MLP, "lenet": LeNet, "convnet": ConvNet}
 _IMAGE_MODULES = {"lenet", "convnet"}
+# What module_params=None means for a distiller or selector. The ConvNet of width 32 and
+# depth 2 distils Fashion-MNIST (one image per class) in about 15 minutes on two CPU cores
+# and its images score 75 % on the literature's width-128 depth-3 ConvNet; distilling with
+# that ConvNet itself takes two hours there (77 % in 91 s on an H200).
+_DISTILLING_PARAMS = {"convnet": {"width": 32, "depth": 2}}
+
+
+def default_module_params(module, module_params):
+    """``module_params`` of a distiller or selector, with the default for built-in names.
+
+    None means the module's own defaults, except for ``"convnet"``: width 32, depth 2
+    (the ConvNet class's own defaults, 128 and 3, are the literature's evaluation network).
+    """
+    if module_params is not None:
+        return module_params
+    if isinstance(module, str):
+        return dict(_DISTILLING_PARAMS.get(module, {}))
+    return None
 
 
 def infer_input_shape(n_features):

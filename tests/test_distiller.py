@@ -440,3 +440,23 @@ def test_bfloat16_fit_reaches_the_float32_accuracy(tiny_data):
     f32 = fast(max_iter=40).fit(X, y).score(X, y)
     bf16 = fast(max_iter=40, precision="bfloat16").fit(X, y).score(X, y)
     assert f32 > 0.8 and bf16 >= f32 - 0.05
+
+
+@pytest.mark.parametrize("module_params, width, depth", [
+    (None, 32, 2),  # the distilling default
+    ({}, 128, 3),  # the ConvNet class's own defaults: the literature's evaluation network
+    ({"width": 16}, 16, 3),
+])
+def test_convnet_default_size(digits_split, module_params, width, depth):
+    from skdistill import RandomSelector
+    from skdistill.nets import ConvNet
+
+    X_train, _, y_train, _ = digits_split
+    for est in (fast(n_distilled=10, module="convnet", module_params=module_params,
+                     max_iter=1, validation_fraction=0.0),
+                RandomSelector(n_distilled=10, module="convnet", module_params=module_params,
+                               random_state=0)):
+        net = est.fit(X_train, y_train).module_
+        convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert isinstance(net, ConvNet)
+        assert len(convs) == depth and convs[0].out_channels == width
