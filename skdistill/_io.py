@@ -50,6 +50,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .nets import default_module_params
+
 __all__ = ["save_distiller", "load_distiller", "read_manifest", "FORMAT_NAME", "FORMAT_VERSION"]
 
 FORMAT_NAME = "skdistill.DatasetDistiller"
@@ -427,7 +429,7 @@ def _rebuild_module(arch, params, classes, input_shape, path):
 
     if arch["kind"] == "builtin":
         module = arch["name"]
-        module_params = params.get("module_params")
+        module_params = arch.get("module_params", params.get("module_params"))
     elif arch["kind"] == "class":
         module = _import(arch["import_path"], path)
         module_params = params.get("module_params")
@@ -474,7 +476,12 @@ def _describe_architecture(distiller, n_classes):
              "input_shape": _list_or_none(distiller.input_shape_),
              "parameters": {k: list(v.shape) for k, v in distiller.module_.named_parameters()}}
     if isinstance(module, str) and module in _BUILTIN_MODULES and _is_plain(module_params):
-        return {"kind": "builtin", "name": module, **sizes}, None
+        record = {"kind": "builtin", "name": module, **sizes}
+        if module_params is None:
+            # what None meant when this was saved ("convnet": width 32, depth 2); files
+            # without it predate that default and meant the class's own defaults
+            record["module_params"] = default_module_params(module, None)
+        return record, None
     if inspect.isclass(module) and _import_path(module) and _is_plain(module_params):
         return {"kind": "class", "import_path": _import_path(module), **sizes}, None
     buf = io.BytesIO()

@@ -275,3 +275,28 @@ def test_files_that_are_not_skdistill_files_are_named_as_such(tmp_path):
         DatasetDistiller.load(checkpoint)
     with pytest.raises(FileNotFoundError, match="missing.skd"):
         DatasetDistiller.load(tmp_path / "missing.skd")
+
+
+def test_default_convnet_round_trips_and_older_files_keep_their_meaning(digits_split,
+                                                                        tmp_path):
+    X, _, y, _ = digits_split
+    d = fast(module="convnet", n_distilled=10, max_iter=2).fit(X, y)  # module_params=None
+    path = tmp_path / "convnet.skd"
+    d.save(path)
+    restored = DatasetDistiller.load(path)
+    assert_same_fit(d, restored, X, y)
+    assert restored.module_.features[0].out_channels == 32
+    # a file saved before "convnet" meant 32x2 has no module_params in its architecture:
+    # None then meant the class's own 128x3, and loading it still builds that
+    d128 = fast(module="convnet", module_params={}, n_distilled=10, max_iter=1).fit(X, y)
+    old = tmp_path / "old.skd"
+    d128.save(old)
+    with zipfile.ZipFile(old) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    manifest = json.loads(members["manifest.json"])
+    manifest["params"]["module_params"] = None
+    members["manifest.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(old, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+    assert DatasetDistiller.load(old).module_.features[0].out_channels == 128
