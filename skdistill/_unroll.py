@@ -116,17 +116,6 @@ def _mm(a, b):
     return torch.matmul(a, b)
 
 
-def _add_mm(c, a, b):
-    """``c + a @ b``, the sum kept apart from the product.
-
-    ``baddbmm`` would fuse them, but rounds differently, and a fit's outcome follows its
-    rounding: fused, the README's digits demo scored 94.2 ± 3.1 % instead of 95.6 ± 0.7 %
-    (same seed), for a few microseconds per call. (Under autocast it would also round the
-    float32 accumulator ``c`` to bf16.)
-    """
-    return c + _mm(a, b)
-
-
 class DenseReLUForward:
     """Forward pass, inner gradient and its reverse pass for a ReLU MLP, written by hand.
 
@@ -199,6 +188,10 @@ class DenseReLUForward:
         dict is returned), for the first step, whose θ is not learned. One pass back through the gradient's own backward sweep, then
         through the forward pass; no autograd graph is built.
         """
+        # Sums stay apart from the products (no baddbmm): fused, they round differently, and
+        # a fit follows its rounding (the README's digits demo gave 94.2 ± 3.1 % instead of
+        # 95.6 ± 0.7 % with the same seed); under autocast baddbmm would also round the
+        # float32 accumulators to bf16.
         acts, deltas = cache["acts"], cache["deltas"]
         prob, y = cache["prob"], cache["y"]
         n_rows = acts[0].shape[-2]
@@ -210,14 +203,14 @@ class DenseReLUForward:
         for i, (w, b) in enumerate(self.layers):
             lam_w, lam_b = cotangent[w], cotangent[b]
             # g_w = δᵀ a and g_b = Σ_rows δ, so ⟨λ, g⟩ = ⟨δ, a λ_wᵀ + λ_b⟩
-            new = _add_mm(lam_b.unsqueeze(-2), acts[i], lam_w.transpose(-1, -2))
+            new = _mm(acts[i], lam_w.transpose(-1, -2)) + lam_b.unsqueeze(-2)
             lam_dot_g = lam_dot_g + (deltas[i] * new).sum()
             if i or need_x:
                 d_acts[i] = _mm(deltas[i], lam_w)
             if i:
                 # δ_{i-1} = (δ_i W_i) ⊙ mask_i
                 e = _relu_backward(d_delta, acts[i])
-                new = _add_mm(new, e, params[w].transpose(-1, -2))
+                new = new + _mm(e, params[w].transpose(-1, -2))
                 if need_params:
                     d_params[w] = _mm(deltas[i].transpose(-1, -2), e)
             d_delta = new
@@ -234,12 +227,12 @@ class DenseReLUForward:
         for i in range(len(self.layers) - 1, -1, -1):
             w, b = self.layers[i]
             if need_params:
-                d_params[w] = (_mm(d_z.transpose(-1, -2), acts[i]) if w not in d_params else
-                               _add_mm(d_params[w], d_z.transpose(-1, -2), acts[i]))
+                d_w = _mm(d_z.transpose(-1, -2), acts[i])
+                d_params[w] = d_w if w not in d_params else d_params[w] + d_w
                 d_params[b] = d_z.sum(-2)
             if i or need_x:
-                d_acts[i] = (_mm(d_z, params[w]) if d_acts[i] is None else
-                             _add_mm(d_acts[i], d_z, params[w]))
+                d_in = _mm(d_z, params[w])
+                d_acts[i] = d_in if d_acts[i] is None else d_acts[i] + d_in
             if i:
                 d_z = _relu_backward(d_acts[i], acts[i])
         d_x = d_acts[0].reshape(-1, *acts[0].shape[-2:]).sum(0) if need_x else None
@@ -497,7 +490,7 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
         if isinstance(syn[0], (list, tuple)):
             raise ValueError("the batched path takes one synthetic set, not one per step; "
                              "use vectorize=True or False.")
-        return _dense_meta_value_and_grad(forward, params0, make_synthetic, leaves, batches,
+        return _dense_meta_value_and_grad(forward, params0, syn, leaves, batches,
                                           x_real, y_real, sizes)
     if sizes is None:
         loss = meta_loss(forward, params0, *syn, batches, x_real, y_real, vectorize)
@@ -511,8 +504,9 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
             params, vectorize,
         )
 
-    with torch.no_grad():
-        syn_const = make_synthetic(leaves)
+    syn_const = tuple([t.detach() for t in v] if isinstance(v, (list, tuple)) else v.detach()
+                      for v in syn)
+    del syn  # its graph is not needed: each segment recomputes its own
 
     def advance(params, start, stop):
         return run(params, *syn_const, start, stop)
@@ -595,7 +589,7 @@ class CompiledMetaGradient:
                                    self.batches, x_real, y_real, self.vectorize, None)
 
 
-def _dense_meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_real,
+def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
                                y_real, sizes):
     """:func:`meta_value_and_grad` for a :class:`DenseReLUForward` and stacked draws.
 
@@ -608,9 +602,9 @@ def _dense_meta_value_and_grad(forward, params0, make_synthetic, leaves, batches
         λ_t = λ_{t+1} - η_t ∂⟨λ_{t+1}, g_t⟩/∂θ_t,   ∂L/∂η_t = -⟨λ_{t+1}, g_t⟩,
         ∂L/∂x̃ -= η_t ∂⟨λ_{t+1}, g_t⟩/∂x̃,           ∂L/∂ỹ -= η_t ∂⟨λ_{t+1}, g_t⟩/∂ỹ.
 
-    Autograd is used once at the end, to carry ∂L/∂(x̃, ỹ, η) back to ``leaves``.
+    Autograd is used once at the end, to carry ∂L/∂(x̃, ỹ, η) back to ``leaves``; ``syn`` is
+    ``make_synthetic(leaves)``, computed once by the caller.
     """
-    syn = make_synthetic(leaves)
     x_syn, y_syn, lrs = (t.detach() for t in syn)
     need_x, need_y = syn[0].requires_grad, syn[1].requires_grad
     n_steps = lrs.shape[0]
