@@ -249,6 +249,13 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
                     f"augment={self.augment!r} applies to training='standard' only: the "
                     "learned recipe replays the distiller's steps on the images as they are."
                 )
+            shape = self._predicted_input_shape(distiller, X.shape[1])
+            if shape is None or len(shape) != 3:
+                raise ValueError(
+                    f"augment={self.augment!r} transforms images, but the network takes flat "
+                    f"rows (input_shape={shape}); give input_shape=(channels, height, width) "
+                    "and a convolutional module."
+                )
         if self.training == "learned" and not _has_recipe(distiller):
             raise ValueError(
                 f"training='learned' replays a learned recipe (training_steps and "
@@ -267,12 +274,6 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         y_proba = self._targets(y_syn)
         self.input_shape_ = self._resolve_input_shape(X.shape[1])
-        if strategy is not None and (self.input_shape_ is None or len(self.input_shape_) != 3):
-            raise ValueError(
-                f"augment={self.augment!r} transforms images, but the network takes flat rows "
-                f"(input_shape={self.input_shape_}); give input_shape=(channels, height, "
-                "width) and a convolutional module."
-            )
         with torch.random.fork_rng(devices=[]):
             if self.training == "learned":
                 net = self._learned_net(rng)
@@ -400,6 +401,22 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
 
     def _distillers_network(self):
         return self.module is None and hasattr(self.distiller_, "module_")
+
+    def _predicted_input_shape(self, distiller, n_features):
+        """What :meth:`_resolve_input_shape` will give, known before the distiller is fitted
+        (from its ``module`` and ``input_shape`` parameters), so that errors come first."""
+        params = distiller.get_params(deep=False)
+        distilled_shape = None
+        if "module" in params:
+            try:
+                distilled_shape = check_input_shape(params.get("input_shape"), params["module"],
+                                                    n_features)
+            except ValueError:
+                pass  # the distiller's own fit says what is wrong with it
+        if self.module is None and "module" in params:
+            return distilled_shape
+        shape = self.input_shape if self.input_shape is not None else distilled_shape
+        return check_input_shape(shape, self.module or "mlp", n_features)
 
     def _resolve_input_shape(self, n_features):
         distilled_shape = getattr(self.distiller_, "input_shape_", None)

@@ -98,12 +98,15 @@ def test_augmented_standard_training_is_reproducible_and_differs(digits_split):
     ({"augment": ["crop", "blur"]}, "blur"),
     ({"augment": "dsa", "module": "mlp", "input_shape": None}, "flat rows"),
 ])
-def test_bad_augment_is_a_clear_error(digits_split, params, match):
+def test_bad_augment_is_a_clear_error(digits_split, params, match, monkeypatch):
     X_train, _, y_train, _ = digits_split
     clf = _clf(**params)
+    fitted = []  # before any work: no distiller is fitted
+    monkeypatch.setattr(ClassMeans, "fit_resample",
+                        lambda self, X, y: fitted.append(1) or (X[:10], y[:10]))
     with pytest.raises(ValueError, match=match):
         clf.fit(X_train, y_train)
-    assert not hasattr(clf, "net_")
+    assert not hasattr(clf, "net_") and not fitted
 
 
 # ---------------------------------------------------------------- DatasetDistiller
