@@ -539,7 +539,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             )
         n_features = X.shape[1]
         input_shape = check_input_shape(self.input_shape, self.module, n_features)
-        self._check_augment(input_shape)
+        strategy = self._check_augment(input_shape)
         relabel = self._check_relabel(classes)
         net = make_module(self.module, default_module_params(self.module, self.module_params),
                           n_features, n_classes, input_shape)
@@ -601,6 +601,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             "n_classes": n_classes,
             "n_features": n_features,
             "input_shape": input_shape,
+            "augment": strategy,
             "net": net,
             "device": device,
             "rng": rng,
@@ -791,7 +792,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         n_draw = self.n_inits if p_init[0] == "random" or len(p_init[1]) > 1 else 1
         world, rank = s["world"], s["rank"]
         vectorize = self._vectorize(forward, net, n_draw // world)
-        strategy = self._check_augment(s["input_shape"])
+        strategy = s["augment"]
         # one synthetic batch per step: the hand-written MLP path takes one set for all steps
         meta_vectorize = True if strategy is not None and vectorize == "batched" else vectorize
         aug_seed = [0]  # redrawn at every iteration
