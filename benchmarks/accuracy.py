@@ -135,6 +135,11 @@ def parse_args(argv=None):
     parser.add_argument("--distill-inits", type=int, default=None,
                         help="θ0 draws per outer iteration of the distiller (its n_inits; "
                              "default: the distiller's own, 4)")
+    parser.add_argument("--multi-formation", type=int, default=1, metavar="F",
+                        help="the distiller stores --ipc images per class, each decoded into "
+                             "F x F training images of 1/F the resolution "
+                             "(DatasetDistiller(multi_formation=F), n_distilled = 10 * ipc * "
+                             "F^2); the selectors keep 10 * ipc real images")
     parser.add_argument("--distill-params", type=json.loads, default=None,
                         help='other DatasetDistiller parameters as JSON, e.g. '
                              '\'{"learning_rate": 0.1, "validation_interval": 25}\'')
@@ -182,6 +187,9 @@ def build(method, ipc, data, args, device):
         if args.distill_lr_init is not None:
             extra["inner_lr_init"] = args.distill_lr_init
         extra.update(args.distill_params or {})
+        if args.multi_formation > 1:
+            common["n_distilled"] *= args.multi_formation ** 2
+            extra["multi_formation"] = args.multi_formation
         return DatasetDistiller(max_iter=args.max_iter, batch_size=args.batch_size,
                                 learn_labels=args.learn_labels, **extra, **common)
     return SELECTORS[method](inner_lr=args.inner_lr, **common)
@@ -215,7 +223,7 @@ def run_one(method, ipc, data, args, device, bar):
         p2 = protocol2()
         p2_dsa = protocol2("dsa") if args.eval_augment else None
         bar.update(1)
-    record = {"method": method, "ipc": ipc, "n_distilled": 10 * ipc,
+    record = {"method": method, "ipc": ipc, "n_distilled": len(est.distilled_X_),
               "learned_recipe": p1.tolist(), "standard_training": p2.tolist(),
               "fit_seconds": fit_time.seconds, "eval_seconds": eval_time.seconds}
     if p2_dsa is not None:
@@ -240,6 +248,10 @@ def report(results, args, meta):
         f"`n_steps={args.n_steps}` with learned step sizes", f"`learn_labels={args.learn_labels}`",
         *([f"`n_inits={args.distill_inits}`"] if args.distill_inits else []),
         *([f"`inner_lr_init={args.distill_lr_init}`"] if args.distill_lr_init else []),
+        *([f"`multi_formation={args.multi_formation}` (ipc counts the stored images; each "
+           f"decodes into {args.multi_formation ** 2} training images, so the distilled set "
+           f"trains on {args.multi_formation ** 2} x ipc images per class)"]
+          if args.multi_formation > 1 else []),
         *(f"`{k}={v!r}`" for k, v in (args.distill_params or {}).items()),
     ]
     lines += stamp_lines(meta)

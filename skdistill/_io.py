@@ -107,8 +107,13 @@ def save_distiller(distiller, path, *, metadata=None):
     manifest["params"], dropped = _encode_params(distiller, classes, arrays, dtypes)
     manifest["dropped_params"] = dropped
 
-    # The compressed representation.
-    _put(arrays, dtypes, "distilled_X", distiller.distilled_X_)
+    # The compressed representation: with multi-formation the stored images, which decode
+    # to distilled_X_ (f² times as many rows).
+    factor = distiller.get_params().get("multi_formation", 1)
+    if factor > 1:
+        _put(arrays, dtypes, "stored_X", distiller.stored_X_)
+    else:
+        _put(arrays, dtypes, "distilled_X", distiller.distilled_X_)
     y_index = _class_index(classes, distiller.distilled_y_)
     arrays["distilled_y"] = torch.as_tensor(y_index, dtype=torch.int64)
     proba = np.asarray(distiller.distilled_y_proba_)
@@ -375,7 +380,22 @@ def _restore(cls, manifest, arrays, module_payload, path):
     est.n_features_in_ = fitted["n_features_in"]
     if "feature_names_in" in fitted:
         est.feature_names_in_ = np.asarray(fitted["feature_names_in"], dtype=object)
-    est.distilled_X_ = _get(arrays, dtypes, "distilled_X")
+    if "stored_X" in arrays:
+        from .distiller import decode_stored
+
+        factor = params.get("multi_formation", 1)
+        est.stored_X_ = _get(arrays, dtypes, "stored_X")
+        if (input_shape is None or len(input_shape) != 3 or not isinstance(factor, int)
+                or factor < 2 or est.stored_X_.ndim != 2
+                or est.stored_X_.shape[1] != fitted["n_features_in"]):
+            raise ValueError(f"{path} is inconsistent: stored images of shape "
+                             f"{est.stored_X_.shape} with multi_formation={factor!r} and "
+                             f"input_shape={input_shape}.")
+        est.distilled_X_ = decode_stored(est.stored_X_, input_shape, factor,
+                                         est.stored_X_.dtype)
+    else:
+        est.distilled_X_ = _get(arrays, dtypes, "distilled_X")
+        est.stored_X_ = est.distilled_X_
     y_index = arrays["distilled_y"].numpy()
     est.distilled_y_ = classes[y_index]
     if manifest["hard_labels"]:
@@ -410,7 +430,7 @@ def _restore(cls, manifest, arrays, module_payload, path):
 
 def _training_state(est, mean, std, n_classes, y_index):
     """The tensors a warm start continues from, recomputed from the public attributes."""
-    z = (torch.as_tensor(est.distilled_X_, dtype=torch.float32) - mean) / std
+    z = (torch.as_tensor(est.stored_X_, dtype=torch.float32) - mean) / std
     proba = torch.as_tensor(est.distilled_y_proba_, dtype=torch.float32)
     onehot = torch.nn.functional.one_hot(torch.as_tensor(y_index), n_classes).float()
     if est.get_params().get("learn_labels", False):

@@ -17,7 +17,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from . import _unroll
+from . import _formation, _unroll
 from ._base import ScoredSamplerMixin
 from ._validation import restore_on_error
 from .augment import augment_steps, check_strategy
@@ -97,6 +97,15 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         Initial synthetic samples: Gaussian noise with the data's mean and standard
         deviation, randomly chosen real samples of each class, or given values (rows ordered
         as ``distilled_y_`` will be: by class in ``classes_`` order).
+    multi_formation : int, default=1
+        Tiles per side of each stored image (Kim et al. 2022): with ``f > 1`` the fit learns
+        ``n_distilled / f²`` stored images, each cut into an ``f × f`` grid whose tiles,
+        upsampled bilinearly to the full size, are ``f²`` of the ``n_distilled`` training
+        images (``distilled_X_``). At the storage of ``n_distilled / f²`` images the networks
+        train on ``f²`` times as many, at ``1/f`` of the resolution. Needs images
+        (``input_shape``) whose height and width ``f`` divides, and ``n_distilled`` a
+        multiple of ``f²`` with at least one stored image per class. The stored images are
+        ``stored_X_``; :meth:`save` writes them rather than ``distilled_X_``.
     model_init : {"random", "fixed"}, nn.Module, state dict or list of them, default="random"
         The distribution p(θ0) of initial weights: ``"random"`` draws fresh weights from the
         module's own initialisers at every iteration; ``"fixed"`` draws one θ0 (by
@@ -215,6 +224,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
     ----------
     distilled_X_ : ndarray of shape (n_distilled, n_features)
         The synthetic samples, in the space and dtype of ``X``, ordered by class.
+    stored_X_ : ndarray of shape (n_distilled / multi_formation², n_features)
+        The stored images that decode to ``distilled_X_`` (the same array when
+        ``multi_formation=1``).
     distilled_y_ : ndarray of shape (n_distilled,)
         Class of each synthetic sample, from ``classes_``.
     distilled_y_proba_ : ndarray of shape (n_distilled, n_classes)
@@ -274,6 +286,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         "module_params": [dict, None],
         "input_shape": [tuple, list, None],
         "init": [StrOptions({"noise", "real"}), "array-like"],
+        "multi_formation": [Interval(Integral, 1, None, closed="left")],
         "model_init": [StrOptions({"random", "fixed"}), nn.Module, dict, list],
         "n_inits": [Interval(Integral, 1, None, closed="left")],
         "n_steps": [Interval(Integral, 1, None, closed="left")],
@@ -312,6 +325,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         module_params=None,
         input_shape=None,
         init="real",
+        multi_formation=1,
         model_init="random",
         n_inits=4,
         n_steps=10,
@@ -345,6 +359,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self.module_params = module_params
         self.input_shape = input_shape
         self.init = init
+        self.multi_formation = multi_formation
         self.model_init = model_init
         self.n_inits = n_inits
         self.n_steps = n_steps
@@ -539,6 +554,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             )
         n_features = X.shape[1]
         input_shape = check_input_shape(self.input_shape, self.module, n_features)
+        self._check_formation(input_shape, n_classes)
         strategy = self._check_augment(input_shape)
         relabel = self._check_relabel(classes)
         net = make_module(self.module, default_module_params(self.module, self.module_params),
@@ -635,10 +651,34 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         return out
 
     def _synthetic_classes(self, n_classes):
-        """Class index of each synthetic sample, sorted by class."""
-        per_class = np.full(n_classes, self.n_distilled // n_classes)
-        per_class[: self.n_distilled % n_classes] += 1
-        return np.repeat(np.arange(n_classes), per_class)
+        """Class index of each synthetic sample, sorted by class (the ``f²`` images of one
+        stored image are consecutive)."""
+        tiles = self.multi_formation ** 2
+        n_stored = self.n_distilled // tiles
+        per_class = np.full(n_classes, n_stored // n_classes)
+        per_class[: n_stored % n_classes] += 1
+        return np.repeat(np.arange(n_classes), per_class * tiles)
+
+    def _check_formation(self, input_shape, n_classes):
+        f = self.multi_formation
+        if f == 1:
+            return
+        if input_shape is None or len(input_shape) != 3:
+            raise ValueError(
+                f"multi_formation={f} cuts images into tiles, but input_shape is "
+                f"{input_shape}; give input_shape=(channels, height, width)."
+            )
+        if input_shape[1] % f or input_shape[2] % f:
+            raise ValueError(
+                f"multi_formation={f} must divide the image height and width; input_shape "
+                f"is {tuple(input_shape)}."
+            )
+        if self.n_distilled % (f * f) or self.n_distilled // (f * f) < n_classes:
+            raise ValueError(
+                f"n_distilled={self.n_distilled} with multi_formation={f} must be a multiple "
+                f"of {f * f} (the images of one stored image) with at least one stored image "
+                f"per class: at least {f * f * n_classes} for {n_classes} classes."
+            )
 
     def _check_init(self, X, y_enc, syn_class, n_features, rng, classes):
         """Initial synthetic samples in the space of X (float64 array)."""
@@ -740,8 +780,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         elif s["warm"]:
             state = {k: v.detach().clone().to(device) for k, v in self._state.items()}
         else:
-            z = (torch.as_tensor(s["init_x"], dtype=torch.float32) - mean) / std
-            n_syn = z.shape[0]
+            z = _formation.encode((torch.as_tensor(s["init_x"], dtype=torch.float32) - mean) / std,
+                                  s["input_shape"], self.multi_formation)
             onehot = torch.nn.functional.one_hot(syn_class.cpu(), n_classes).float()
             # Soft labels start at probability 0.9 on the assigned class.
             label_init = onehot * math.log(9.0 * max(n_classes - 1, 1))
@@ -751,8 +791,14 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 "log_lr": torch.full((self.n_steps,), math.log(
                     0.2 if self._inner_lr_init() == "auto" else self._inner_lr_init()
                 )).to(device),
-                "label_logits": label_init[:n_syn].to(device),
+                "label_logits": label_init.to(device),
             }
+        if state["z"].shape[0] * self.multi_formation ** 2 != syn_class.shape[0]:
+            raise ValueError(
+                "warm_start=True cannot change n_distilled or multi_formation "
+                f"({state['label_logits'].shape[0]} synthetic samples before, "
+                f"{syn_class.shape[0]} now)."
+            )
         if state["log_lr"].shape[0] != self.n_steps:
             raise ValueError(
                 f"warm_start=True cannot change n_steps ({state['log_lr'].shape[0]} -> "
@@ -809,6 +855,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             rng.set_state(_rng_state_from(resume["rng"]))
         val = s["val"]
 
+        def images(z):
+            return mean + std * _formation.decode(z, s["input_shape"], self.multi_formation)
+
         def targets(st):
             if self.learn_labels:
                 return torch.softmax(st["label_logits"], dim=1)
@@ -816,7 +865,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
 
         def synthetic(_leaves):
             # the leaves are the tensors of ``state`` themselves
-            x = mean + std * state["z"]
+            x = images(state["z"])
             if strategy is not None:
                 x = augment_steps(x, batches, self.n_steps, s["input_shape"], strategy,
                                   aug_seed[0])
@@ -827,7 +876,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             if lr0 == "auto":
                 with torch.no_grad():
                     lr0 = self._auto_inner_lr(forward, net, p_init, n_draw, s, rng, device,
-                                              mean + std * state["z"], targets(state),
+                                              images(state["z"]), targets(state),
                                               batches, vectorize)
                     state["log_lr"].fill_(math.log(lr0))
             self.inner_lr_init_ = float(lr0)
@@ -843,7 +892,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 params0 = sample_params(p_init, net, n_val_draws,
                                         np.random.RandomState(val_seed), device)
                 final = _unroll.unroll_stacked(
-                    forward, params0, mean + std * st["z"], targets(st),
+                    forward, params0, images(st["z"]), targets(st),
                     st["log_lr"].exp(), batches, vectorize,
                 )
                 correct = sum(
@@ -1013,9 +1062,11 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
 
     def _publish_state(self, st, syn_class, s):
         mean, std = s["mean"], s["std"]
-        x = (mean + std * st["z"].detach()).cpu().double().numpy()
+        stored = (mean + std * st["z"].detach()).cpu()
         self.classes_ = s["classes"]
-        self.distilled_X_ = x.astype(s["X_dtype"], copy=False)
+        self.stored_X_ = stored.double().numpy().astype(s["X_dtype"], copy=False)
+        self.distilled_X_ = decode_stored(stored, s["input_shape"], self.multi_formation,
+                                          s["X_dtype"])
         self.distilled_y_ = s["classes"][syn_class.cpu().numpy()]
         if self.learn_labels:
             proba = torch.softmax(st["label_logits"].detach(), 1)
@@ -1124,6 +1175,14 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         return pred == y_idx[None, :]
 
 
+def decode_stored(stored, input_shape, factor, dtype):
+    """``distilled_X_`` of ``stored_X_`` (float32 arithmetic, so that a saved file decodes to
+    the very same array)."""
+    stored = torch.as_tensor(np.asarray(stored), dtype=torch.float32)
+    x = _formation.decode(stored, input_shape, factor)
+    return x.double().numpy().astype(dtype, copy=False)
+
+
 def _to_cpu(obj):
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
@@ -1209,6 +1268,7 @@ def _fingerprint(est, n_features, classes):
         "n_features": int(n_features),
         "classes": [str(c) for c in classes.tolist()],
         "n_distilled": int(est.n_distilled),
+        "multi_formation": int(est.multi_formation),
         "n_steps": int(est.n_steps),
         "learn_lr": bool(est.learn_lr),
         "learn_labels": bool(est.learn_labels),
