@@ -608,6 +608,12 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
     x_syn, y_syn, lrs = (t.detach() for t in syn)
     need_x, need_y = syn[0].requires_grad, syn[1].requires_grad
     n_steps = lrs.shape[0]
+    # Step sizes as Python numbers for the parameter updates, which then take one
+    # ``_foreach_add`` for all tensors of a step (the same bits as ``addcmul`` with a tensor
+    # step size, measured); as tensors where they scale the synthetic set's adjoints.
+    neg_lrs = -lrs
+    neg_lr_values = neg_lrs.tolist()
+    keys = list(params0)
     # one-step segments keep every step: that is the all-in-memory pass
     if sizes is not None and sizes[-1] == 1:
         sizes = sizes[:-1] or None
@@ -616,7 +622,9 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
         """θ_{t+1}, and (θ_t, cache) when ``keep``."""
         idx = batches[t % len(batches)]
         grads, cache = forward.grad_with_cache(params, x_syn[idx], y_syn[idx])
-        new = {k: torch.addcmul(p, grads[k], -lrs[t]) for k, p in params.items()}
+        new = dict(zip(keys, torch._foreach_add([params[k] for k in keys],
+                                                [grads[k] for k in keys],
+                                                alpha=neg_lr_values[t])))
         return new, ((params, cache) if keep else None)
 
     def advance(params, start, stop):
@@ -637,11 +645,13 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
             d_lrs[t] = -lam_dot_g
             idx = batches[t % len(batches)]
             if need_x:
-                _accumulate(d_x, idx, dx, -lrs[t])
+                _accumulate(d_x, idx, dx, neg_lrs[t])
             if need_y:
-                _accumulate(d_y, idx, dy, -lrs[t])
+                _accumulate(d_y, idx, dy, neg_lrs[t])
             if t:
-                lam = {k: torch.addcmul(lam[k], d_params[k], -lrs[t]) for k in lam}
+                lam = dict(zip(keys, torch._foreach_add([lam[k] for k in keys],
+                                                        [d_params[k] for k in keys],
+                                                        alpha=neg_lr_values[t])))
         return lam
 
     def reverse_leaf(params, start, stop, lam):
