@@ -211,7 +211,8 @@ def _distill_one(args, rank):
         X, _, y, _ = train_test_split(X, y, train_size=args.max_train, stratify=y,
                                       random_state=args.seed)
     classes = np.unique(y)
-    n_distilled = args.n_distilled or args.ipc * len(classes)
+    f = args.multi_formation
+    n_distilled = args.n_distilled or args.ipc * len(classes) * f * f
     relabel = None
     if args.relabel:
         relabel = {}
@@ -240,10 +241,12 @@ def _distill_one(args, rank):
         input_shape=shape, model_init=model_init, n_steps=args.n_steps, n_inits=args.n_inits,
         distilled_batch_size=args.distilled_batch_size, learn_labels=args.learn_labels,
         relabel=relabel, batch_size=args.batch_size, max_iter=args.max_iter,
-        random_state=args.seed, verbose=args.verbose, device=args.device,
+        multi_formation=f, random_state=args.seed, verbose=args.verbose, device=args.device,
     )
     print(f"{args.dataset}: {X.shape[0]} training samples of shape {shape or (X.shape[1],)}, "
-          f"{len(classes)} classes; distilling to {n_distilled} samples with module "
+          f"{len(classes)} classes; distilling to {n_distilled} samples"
+          + (f" ({n_distilled // (f * f)} stored images of {f}x{f} tiles)" if f > 1 else "")
+          + " with module "
           f"{args.module}, {args.n_steps} steps")
     start = time.perf_counter()
     distiller.fit(X, y)
@@ -386,7 +389,11 @@ def _info(args):
         f"  architecture: {name}, {n_params} parameters, input shape "
         f"{arch['input_shape'] or arch['n_features']}",
         f"  p(θ0): {p_init}",
-        f"  synthetic set: {params.get('n_distilled')} samples, {arch['n_classes']} classes "
+        f"  synthetic set: {params.get('n_distilled')} samples"
+        + (f" decoded from {params['n_distilled'] // params['multi_formation'] ** 2} stored "
+           f"images ({params['multi_formation']}x{params['multi_formation']} tiles each)"
+           if (params.get("multi_formation") or 1) > 1 else "")
+        + f", {arch['n_classes']} classes "
         f"{m['classes']['values'][:10]}{' ...' if arch['n_classes'] > 10 else ''}, "
         f"{'hard' if m['hard_labels'] else 'soft'} labels",
         f"  recipe: {params.get('n_steps')} steps, batches of "
@@ -469,9 +476,13 @@ def _parser():
                     "or X, y.")
     d.add_argument("dataset", metavar="DATASET", help="dataset name or .npz file")
     d.add_argument("-o", "--output", help="file to write (default: <DATASET>_distilled.skd)")
-    d.add_argument("--ipc", type=_positive, default=1, help="synthetic samples per class")
+    d.add_argument("--ipc", type=_positive, default=1,
+                   help="synthetic samples per class (stored images with --multi-formation)")
     d.add_argument("--n-distilled", type=_positive, help="total synthetic samples (overrides "
                    "--ipc)")
+    d.add_argument("--multi-formation", type=_positive, default=1, metavar="F",
+                   help="each stored image is F x F tiles, each a training sample upsampled "
+                        "to full size (images only; --ipc stored images per class)")
     d.add_argument("--module", choices=["mlp", "lenet", "convnet"], default="mlp")
     d.add_argument("--module-params", help="JSON constructor arguments, e.g. "
                    "'{\"width\": 32, \"depth\": 2}'")

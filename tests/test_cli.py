@@ -51,6 +51,19 @@ def test_distill_writes_a_file_that_loads(digits_file, capsys):
     assert "architecture: mlp" in out and "dataset=digits" in out and "10 samples" in out
 
 
+def test_distill_with_multi_formation(capsys, tmp_path):
+    path = tmp_path / "f2.skd"
+    code, out, _ = run(capsys, "distill", "digits", "--module", "convnet", "--module-params",
+                       '{"width": 4, "depth": 1}', "--multi-formation", 2, "--max-iter", 2,
+                       "--n-steps", 3, "-v", 0, "-o", path)
+    assert code == 0
+    assert "distilling to 40 samples (10 stored images of 2x2 tiles)" in out
+    d = DatasetDistiller.load(path)
+    assert d.distilled_X_.shape == (40, 64) and d.stored_X_.shape == (10, 64)
+    code, out, _ = run(capsys, "info", path)
+    assert "40 samples decoded from 10 stored images (2x2 tiles each)" in out
+
+
 def test_evaluate_uses_the_recorded_dataset(digits_file, capsys, tmp_path):
     code, out, _ = run(capsys, "evaluate", digits_file, "--n-inits", 2, "--standard-epochs",
                        5, "--json", tmp_path / "acc.json")
