@@ -87,6 +87,28 @@ def test_auto_inner_lr_init_picks_from_the_grid_and_follows_the_data_scale(digit
     assert any(np.isclose(lenet.inner_lr_init_, 10 ** (k / 4)) for k in range(-12, 1))
 
 
+@pytest.mark.parametrize("losses, expected", [
+    # falls, rises, falls lower further up (chaotic training): the first minimum
+    ([2.0, 1.5, 1.2, 1.3, 0.9, 0.8, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0], 2),
+    # non-finite at the small end is skipped; the minimum after it counts
+    ([float("nan"), 1.5, 1.4, 1.1, 1.2, 0.5, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0], 3),
+    # a non-finite loss ends the scan like a rise
+    ([2.0, 1.5, float("inf"), 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], 1),
+    # falling all the way: the largest
+    ([2.0 - 0.1 * k for k in range(13)], 12),
+])
+def test_auto_inner_lr_init_stops_at_the_first_rise_of_the_loss(tiny_data, monkeypatch,
+                                                                losses, expected):
+    from skdistill import _unroll
+
+    calls = iter(losses)
+    real = _unroll.final_loss
+    monkeypatch.setattr(_unroll, "final_loss", lambda *a: real(*a) * 0 + next(calls))
+    X, y = tiny_data
+    d = fast(inner_lr_init="auto", learn_lr=False, max_iter=1).fit(X, y)
+    np.testing.assert_allclose(d.inner_lr_init_, 10 ** ((expected - 12) / 4))
+
+
 def test_init_real_starts_from_real_samples_of_each_class(tiny_data):
     X, y = tiny_data
     d = fast(n_distilled=3, max_iter=1, learn_lr=False, learning_rate=1e-12).fit(X, y)
