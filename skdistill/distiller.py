@@ -96,7 +96,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
     init : {"noise", "real"} or array-like of shape (n_distilled, n_features), default="real"
         Initial synthetic samples: Gaussian noise with the data's mean and standard
         deviation, randomly chosen real samples of each class, or given values (rows ordered
-        as ``distilled_y_`` will be: by class in ``classes_`` order).
+        as ``distilled_y_`` will be: by class in ``classes_`` order). With
+        ``multi_formation=f`` each run of ``f²`` rows is averaged down into the tiles of one
+        stored image.
     multi_formation : int, default=1
         Tiles per side of each stored image (Kim et al. 2022): with ``f > 1`` the fit learns
         ``n_distilled / f²`` stored images, each cut into an ``f × f`` grid whose tiles,
@@ -1328,7 +1330,8 @@ def _read_checkpoint(path):
 
 def _check_checkpoint_fits(payload, est, n_features, classes):
     expected = _fingerprint(est, n_features, classes)
-    found = payload["fingerprint"]
+    # files written before multi_formation existed hold no entry for it: they had one
+    found = {"multi_formation": 1, **payload["fingerprint"]}
     diff = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
     if diff:
         detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())

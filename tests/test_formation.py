@@ -155,3 +155,27 @@ def test_save_writes_the_stored_images_and_load_decodes_them(fitted, digits_spli
     back.set_params(warm_start=True, max_iter=1)
     back.fit(*digits_split[::2])
     assert back.stored_X_.shape == (10, 64)
+
+
+def test_interrupted_fit_resumes_from_its_checkpoint_and_no_other(digits_split, tmp_path):
+    from sklearn.exceptions import ConvergenceWarning
+
+    X_train, _, y_train, _ = digits_split
+    whole = _distiller(checkpoint=tmp_path / "a.ckpt", checkpoint_interval=2).fit(X_train,
+                                                                                   y_train)
+
+    def stop_at_3(distiller, n_iter):
+        if n_iter == 3:
+            raise KeyboardInterrupt
+
+    path = tmp_path / "b.ckpt"
+    with pytest.warns(ConvergenceWarning, match="interrupted at iteration 3"):
+        _distiller(checkpoint=path, checkpoint_interval=2, callback=stop_at_3).fit(X_train,
+                                                                                    y_train)
+    with pytest.raises(ValueError, match="multi_formation: checkpoint 2, now 1"):
+        _distiller(n_distilled=40, multi_formation=1, checkpoint=path,
+                   warm_start=True).fit(X_train, y_train)
+    resumed = _distiller(checkpoint=path, checkpoint_interval=2, warm_start=True).fit(
+        X_train, y_train)
+    np.testing.assert_array_equal(resumed.stored_X_, whole.stored_X_)
+    np.testing.assert_array_equal(resumed.distilled_X_, whole.distilled_X_)
