@@ -229,7 +229,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
     distilled_X_ : ndarray of shape (n_distilled, n_features)
         The synthetic samples, in the space and dtype of ``X``, ordered by class.
     stored_X_ : ndarray of shape (n_distilled / multi_formation², n_features)
-        The stored images that decode to ``distilled_X_`` (the same array when
+        The stored images that decode to ``distilled_X_`` (equal to it when
         ``multi_formation=1``).
     distilled_y_ : ndarray of shape (n_distilled,)
         Class of each synthetic sample, from ``classes_``.
@@ -784,8 +784,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         elif s["warm"]:
             state = {k: v.detach().clone().to(device) for k, v in self._state.items()}
         else:
-            z = _formation.encode((torch.as_tensor(s["init_x"], dtype=torch.float32) - mean) / std,
-                                  s["input_shape"], self.multi_formation)
+            x0 = torch.as_tensor(s["init_x"], dtype=torch.float32)
+            z = _formation.encode((x0 - mean) / std, s["input_shape"], self.multi_formation)
             onehot = torch.nn.functional.one_hot(syn_class.cpu(), n_classes).float()
             # Soft labels start at probability 0.9 on the assigned class.
             label_init = onehot * math.log(9.0 * max(n_classes - 1, 1))
