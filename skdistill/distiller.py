@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
+from sklearn.utils._param_validation import Interval, Options, RealNotInt, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
@@ -305,7 +305,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         "learning_rate_schedule": [StrOptions({"constant", "cosine"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "validation_fraction": [Interval(RealNotInt, 0, 1, closed="left")],
+        # the integer 0 disables validation as 0.0 does (a fraction, so 1 is not allowed)
+        "validation_fraction": [Interval(RealNotInt, 0, 1, closed="left"),
+                                Options(Integral, {0})],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), None],
         "validation_interval": [Interval(Integral, 1, None, closed="left")],
         "memory": [StrOptions({"auto", "full", "checkpoint"})],

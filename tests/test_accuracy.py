@@ -49,7 +49,7 @@ def test_multi_formation_beats_full_size_images_at_the_same_storage_on_fashion_m
         distiller = DatasetDistiller(
             n_distilled=10 * f * f, multi_formation=f, module="convnet",
             input_shape=(1, 28, 28), n_inits=2, max_iter=30, inner_lr_init=0.0316,
-            validation_fraction=0.0, random_state=seed,
+            validation_fraction=0, random_state=seed,
         ).fit(data.X_train, data.y_train)
         scores[f] = distiller.evaluate(X_test, y_test, n_inits=5, random_state=0).mean()
     assert scores[2] > scores[1] + 0.03, scores

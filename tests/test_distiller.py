@@ -234,6 +234,12 @@ def test_warm_start_continues_the_previous_fit(tiny_data):
     assert not np.array_equal(first, d.distilled_X_)
 
 
+def test_integer_zero_validation_fraction_disables_validation(tiny_data):
+    X, y = tiny_data
+    d = fast(validation_fraction=0).fit(X, y)
+    assert d.validation_scores_ == [] and d.best_validation_score_ is None
+
+
 def test_callback_sees_progress(tiny_data):
     X, y = tiny_data
     seen = []
@@ -299,6 +305,7 @@ def test_untrained_network_is_at_chance(digits_split):
         ({"inner_lr_init": "best"}, "'inner_lr_init' parameter"),
         ({"learning_rate": -0.1}, "'learning_rate' parameter"),
         ({"validation_fraction": 1.0}, "'validation_fraction' parameter"),
+        ({"validation_fraction": 1}, "'validation_fraction' parameter"),
         ({"module": "resnet"}, "'module' parameter"),
         ({"init": "zeros"}, "'init' parameter"),
         ({"model_init": "pretrained"}, "'model_init' parameter"),
