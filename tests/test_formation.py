@@ -179,3 +179,25 @@ def test_interrupted_fit_resumes_from_its_checkpoint_and_no_other(digits_split, 
         X_train, y_train)
     np.testing.assert_array_equal(resumed.stored_X_, whole.stored_X_)
     np.testing.assert_array_equal(resumed.distilled_X_, whole.distilled_X_)
+
+
+def test_distilled_classifier_trains_on_the_decoded_images(fitted, digits_split):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from skdistill import DistilledClassifier
+
+    X_train, X_test, y_train, y_test = digits_split
+    # the learned recipe replays the 40 decoded images, step by step as the distiller did
+    clf = DistilledClassifier(distiller=_distiller(), random_state=0).fit(X_train, y_train)
+    np.testing.assert_array_equal(clf.distiller_.distilled_X_, fitted.distilled_X_)
+    recipe = fitted.evaluate(X_test, y_test, n_inits=1, random_state=0)[0]
+    assert clf.score(X_test, y_test) == pytest.approx(recipe, abs=0.02)
+    # ordinary training of another network on them, inside a pipeline
+    pipe = make_pipeline(FunctionTransformer(), DistilledClassifier(
+        distiller=_distiller(), training="standard", module="convnet",
+        module_params={"width": 4, "depth": 1}, input_shape=(1, 8, 8), max_epochs=5,
+        random_state=0))
+    pipe.fit(X_train, y_train)
+    assert pipe[-1].net_.history[-1]["batches"][0]["train_batch_size"] == 40
+    assert pipe.score(X_test, y_test) > 0.25  # chance is 0.1; 0.45 measured
