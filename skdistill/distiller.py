@@ -78,7 +78,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
     n_distilled : int, default=10
         Total number of synthetic samples, spread evenly over the classes (the first classes
         of ``classes_`` take one more when it does not divide). Must be at least the number
-        of classes.
+        of classes. With ``multi_formation=f`` the ``n_distilled / f²`` stored images are
+        spread so, and each class trains on ``f²`` images per stored image.
     module : {"mlp", "lenet", "convnet"}, nn.Module subclass or instance, default="mlp"
         The network architecture. Built-in names are sized from the data; a subclass is
         built with ``module_params``; an instance is copied. BatchNorm is not supported.
