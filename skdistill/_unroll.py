@@ -610,7 +610,9 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
     n_steps = lrs.shape[0]
     # Step sizes as Python numbers for the parameter updates, which then take one
     # ``_foreach_add`` for all tensors of a step (the same bits as ``addcmul`` with a tensor
-    # step size, measured); as tensors where they scale the synthetic set's adjoints.
+    # step size, measured); as tensors where they scale the synthetic set's adjoints. On a
+    # GPU ``tolist`` waits for the device once per meta-gradient, as the caller's loss check
+    # does anyway, not once per step.
     neg_lrs = -lrs
     neg_lr_values = neg_lrs.tolist()
     keys = list(params0)

@@ -1196,7 +1196,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
 def decode_stored(stored, input_shape, factor, dtype):
     """``distilled_X_`` of ``stored_X_`` (float32 arithmetic, so that a saved file decodes to
     the very same array)."""
-    stored = torch.as_tensor(np.asarray(stored), dtype=torch.float32)
+    stored = torch.as_tensor(stored, dtype=torch.float32)
     x = _formation.decode(stored, input_shape, factor)
     return x.double().numpy().astype(dtype, copy=False)
 
