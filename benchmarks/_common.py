@@ -190,14 +190,15 @@ class FixedSet(BaseEstimator):
 
 def standard_training(X_syn, y_syn, X_train, y_train, X_test, y_test, *, seeds, max_epochs,
                       lr, module, module_params, input_shape, device, y_proba=None,
-                      classes=None, optimizer="adam", optimizer_params=None, augment=None):
+                      classes=None, optimizer="adam", optimizer_params=None, augment=None,
+                      lr_schedule=None):
     """Protocol 2: test accuracy of fresh networks trained normally on ``(X_syn, y_syn)``.
 
     One network per seed, trained by ``skdistill.DistilledClassifier(training="standard")``:
     ``max_epochs`` full-batch steps of ``optimizer`` ("adam" or "sgd", with
     ``optimizer_params`` such as momentum), cross-entropy against ``y_proba`` (learned soft
     labels, columns as ``classes``) when given, else against the hard labels ``y_syn``;
-    ``augment`` as in DistilledClassifier.
+    ``augment`` and ``lr_schedule`` as in DistilledClassifier.
 
     Returns
     -------
@@ -212,6 +213,7 @@ def standard_training(X_syn, y_syn, X_train, y_train, X_test, y_test, *, seeds, 
             max_epochs=max_epochs, lr=lr, optimizer=optimizer,
             optimizer_params=optimizer_params, module=module,
             module_params=module_params, input_shape=input_shape, augment=augment,
+            lr_schedule=lr_schedule,
             random_state=seed,
             device=str(device),
         )

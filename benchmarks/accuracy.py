@@ -106,6 +106,10 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, default=0.01, help="learning rate of protocol 2")
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
                         help="optimiser of protocol 2 (full batch, one step per epoch)")
+    parser.add_argument("--lr-schedule", choices=["none", "step", "cosine"], default="none",
+                        help="learning-rate schedule of protocol 2: step = lr x 0.1 after half "
+                             "the epochs, as the literature's evaluation code "
+                             "(DistilledClassifier(lr_schedule=...))")
     parser.add_argument("--optimizer-params", type=json.loads, default=None,
                         help='other arguments of the protocol 2 optimiser as JSON, e.g. '
                              '\'{"momentum": 0.9, "weight_decay": 0.0005}\' for the '
@@ -151,6 +155,14 @@ def parse_args(argv=None):
     parser.add_argument("--data-home", default=None, help="where the dataset files are")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
                         help="where the .md, .json and .png files go")
+    parser.add_argument("--save-dir", type=Path, default=None,
+                        help="also write each fitted distiller there "
+                             "(DatasetDistiller.save, <name>_<dataset>_ipc<ipc>.pt), to "
+                             "evaluate it again later without distilling again")
+    parser.add_argument("--from-saved", default=None, metavar="STEM",
+                        help="evaluate the distilled sets written by --save-dir "
+                             "(STEM_<dataset>_ipc<ipc>.pt) instead of distilling; the "
+                             "distiller options must be the ones they were fitted with")
     parser.add_argument("--name", default=None,
                         help="output file stem (default: accuracy, or accuracy_quick with "
                              "--quick)")
@@ -195,14 +207,23 @@ def build(method, ipc, data, args, device):
     return SELECTORS[method](inner_lr=args.inner_lr, **common)
 
 
-def run_one(method, ipc, data, args, device, bar):
-    est = build(method, ipc, data, args, device)
-    if method == "distilled":
-        est.set_params(callback=lambda d, it: bar.update(1))
-    with Timer() as fit_time:
-        est.fit(data.X_train, data.y_train)
+def run_one(method, ipc, data, args, device, bar, dataset=""):
+    if method == "distilled" and args.from_saved:
+        est = DatasetDistiller.load(f"{args.from_saved}_{dataset}_ipc{ipc}.pt")
+        est.set_params(device=str(device))
+        fit_time = None
+        bar.update(args.max_iter)
+    else:
+        est = build(method, ipc, data, args, device)
+        if method == "distilled":
+            est.set_params(callback=lambda d, it: bar.update(1))
+        with Timer() as fit_time:
+            est.fit(data.X_train, data.y_train)
     if method != "distilled":
         bar.update(1)
+    elif args.save_dir is not None:
+        args.save_dir.mkdir(parents=True, exist_ok=True)
+        est.save(args.save_dir / f"{args.name}_{dataset}_ipc{ipc}.pt")
     with Timer() as eval_time:
         p1 = est.evaluate(data.X_test, data.y_test, n_inits=args.n_inits,
                           random_state=args.seed)
@@ -218,6 +239,7 @@ def run_one(method, ipc, data, args, device, bar):
                 input_shape=data.image_shape if args.eval_module != "mlp" else None,
                 device=device, y_proba=getattr(est, "distilled_y_proba_", None),
                 classes=est.classes_, augment=augment,
+                lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule,
             )
 
         p2 = protocol2()
@@ -225,14 +247,16 @@ def run_one(method, ipc, data, args, device, bar):
         bar.update(1)
     record = {"method": method, "ipc": ipc, "n_distilled": len(est.distilled_X_),
               "learned_recipe": p1.tolist(), "standard_training": p2.tolist(),
-              "fit_seconds": fit_time.seconds, "eval_seconds": eval_time.seconds}
+              "fit_seconds": None if fit_time is None else fit_time.seconds,
+              "eval_seconds": eval_time.seconds}
     if p2_dsa is not None:
         record["standard_training_dsa"] = p2_dsa.tolist()
     if method == "distilled":
         record["learned_lr"] = est.learned_lr_.tolist()
-        record["inner_lr_init"] = est.inner_lr_init_
-        record["n_iter"] = int(est.n_iter_)
-        record["best_validation_score"] = est.best_validation_score_
+        if fit_time is not None:  # a saved file holds the result, not the fit's history
+            record["inner_lr_init"] = est.inner_lr_init_
+            record["n_iter"] = int(est.n_iter_)
+            record["best_validation_score"] = est.best_validation_score_
     return record
 
 
@@ -264,14 +288,19 @@ def report(results, args, meta):
         f"size `inner_lr={args.inner_lr}` (untuned). Protocol 2: {p2_net}, full-batch "
         f"{'Adam' if args.optimizer == 'adam' else 'SGD'}"
         + (f" `{json.dumps(args.optimizer_params)}`" if args.optimizer_params else "")
-        + f", lr {args.lr}, {args.epochs} epochs, cross-entropy against the learned soft labels "
+        + f", lr {args.lr}"
+        + (" (x 0.1 after half the epochs)" if args.lr_schedule == "step" else
+           " (cosine-annealed to 0)" if args.lr_schedule == "cosine" else "")
+        + f", {args.epochs} epochs, cross-entropy against the learned soft labels "
         "where the distiller learned them (else the hard labels)"
         + ("; with DSA augmentation: the same, each step on randomly transformed copies of "
            "the set (`DistilledClassifier(augment='dsa')`: one of colour, crop, cutout, "
            "scale, rotation per step)" if args.eval_augment else "")
         + ". Accuracy in % on the test "
         f"split, mean ± std over {args.n_inits} θ0 draws / training runs of one fitted set "
-        f"per method (seed {args.seed}). Time: building the set (distil or select). "
+        f"per method (seed {args.seed}). Time: building the set (distil or select)"
+        + (f"; loaded: the distilled set was read from `{args.from_saved}_<dataset>_ipc<ipc>.pt`"
+           ", fitted earlier with the options above" if args.from_saved else "") + ". "
         "**Bold**: best protocol 1 accuracy per block.",
     ]
     for ds, block in results.items():
@@ -289,7 +318,8 @@ def report(results, args, meta):
                 rows.append([LABELS[r["method"]], ipc, p1, mean_std(r["standard_training"]),
                              *([mean_std(r["standard_training_dsa"])] if args.eval_augment
                                else []),
-                             f"{r['fit_seconds']:.2f}"])
+                             "loaded" if r["fit_seconds"] is None
+                             else f"{r['fit_seconds']:.2f}"])
         lines.append(markdown_table(
             ["method", "ipc", "1: learned recipe / constant-step GD", "2: standard training",
              *(["2 with DSA augmentation"] if args.eval_augment else []), "time (s)"], rows))
@@ -353,7 +383,7 @@ def main(argv=None):
             for ipc in args.ipc:
                 for method in args.methods:
                     bar.set_description(f"{ds} ipc={ipc} {method}")
-                    results[ds]["records"].append(run_one(method, ipc, d, args, device, bar))
+                    results[ds]["records"].append(run_one(method, ipc, d, args, device, bar, ds))
                 import matplotlib.pyplot as plt
 
                 fig = figure(results, args)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from scipy.special import softmax
 from skorch import NeuralNetClassifier
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, LRScheduler
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -24,6 +24,7 @@ from .nets import MAX_SEED, check_input_shape, make_module, reset_parameters
 __all__ = ["DistilledClassifier", "LearnedStepSizes"]
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+_LR_SCHEDULES = {"step", "cosine"}
 # Rows per forward pass at prediction time.
 _PREDICT_BATCH_SIZE = 1024
 
@@ -106,6 +107,11 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         Optimiser of standard training.
     optimizer_params : dict, default=None
         Other optimiser arguments of standard training, e.g. ``{"momentum": 0.9}``.
+    lr_schedule : {"step", "cosine"} or None, default=None
+        Learning-rate schedule of standard training over its ``max_epochs`` epochs: ``"step"``
+        multiplies ``lr`` by 0.1 after half of them, as the evaluations of the
+        dataset-distillation literature do (Zhao et al. 2021 and after); ``"cosine"`` anneals
+        it to zero; None keeps it constant.
     batch_size : int, default=None
         Minibatch size of standard training (shuffled every epoch); None uses the whole
         synthetic set in every step.
@@ -170,6 +176,7 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         "lr": [Interval(Real, 0, None, closed="neither")],
         "optimizer": [StrOptions(set(_OPTIMIZERS)), callable],
         "optimizer_params": [dict, None],
+        "lr_schedule": [StrOptions(_LR_SCHEDULES), None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "augment": [str, list, tuple, None],
         "random_state": ["random_state"],
@@ -189,6 +196,7 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         lr=0.01,
         optimizer="adam",
         optimizer_params=None,
+        lr_schedule=None,
         batch_size=None,
         augment=None,
         random_state=None,
@@ -204,6 +212,7 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         self.lr = lr
         self.optimizer = optimizer
         self.optimizer_params = optimizer_params
+        self.lr_schedule = lr_schedule
         self.batch_size = batch_size
         self.augment = augment
         self.random_state = random_state
@@ -240,6 +249,11 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
                 f"module={self.module!r} applies to training='standard' only: the learned "
                 "recipe replays the distiller's own network from its θ0. Leave module=None, "
                 "or set the distiller's module."
+            )
+        if self.lr_schedule is not None and self.training != "standard":
+            raise ValueError(
+                f"lr_schedule={self.lr_schedule!r} applies to training='standard' only: the "
+                "learned recipe replays the distiller's learned step sizes."
             )
         strategy = None
         if self.augment is not None:
@@ -356,6 +370,15 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         """``module`` (freshly initialised) and an ordinary optimiser."""
         optimizer = (_OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str)
                      else self.optimizer)
+        callbacks = []
+        if self.lr_schedule == "step":
+            # One decay by 10 after half the epochs, as in Zhao et al.'s evaluation code.
+            callbacks.append(("lr_schedule", LRScheduler(
+                torch.optim.lr_scheduler.MultiStepLR, milestones=[self.max_epochs // 2],
+                gamma=0.1)))
+        elif self.lr_schedule == "cosine":
+            callbacks.append(("lr_schedule", LRScheduler(
+                torch.optim.lr_scheduler.CosineAnnealingLR, T_max=self.max_epochs)))
         return NeuralNetClassifier(
             module.train(),
             optimizer=optimizer,
@@ -363,6 +386,7 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
             max_epochs=self.max_epochs,
             batch_size=-1 if self.batch_size is None else self.batch_size,
             iterator_train__shuffle=True,
+            callbacks=callbacks,
             **{f"optimizer__{k}": v for k, v in (self.optimizer_params or {}).items()},
             **self._net_params(),
         )

@@ -82,3 +82,27 @@ def test_accuracy_benchmark_reports_protocol_2_with_augmentation(tmp_path):
     plain, dsa = record["standard_training"], record["standard_training_dsa"]
     assert len(dsa) == 2 and all(0.3 < a <= 1.0 for a in plain + dsa)
     assert dsa != plain  # trained on transformed copies: not the same networks
+
+
+def test_accuracy_benchmark_evaluates_a_saved_set_again_with_an_lr_schedule(tmp_path):
+    common = [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--datasets", "digits",
+              "--ipc", "1", "--methods", "distilled", "--max-iter", "5", "--epochs", "20",
+              "--n-inits", "2", "--no-progress", "--out-dir", str(tmp_path)]
+    subprocess.run([*common, "--name", "fit", "--save-dir", str(tmp_path / "sets")],
+                   check=True, cwd=ROOT, timeout=600)
+    assert (tmp_path / "sets" / "fit_digits_ipc1.pt").is_file()
+    subprocess.run([*common, "--name", "again", "--from-saved", str(tmp_path / "sets" / "fit"),
+                    "--lr-schedule", "step"], check=True, cwd=ROOT, timeout=600)
+
+    def record(name):
+        (r,) = json.loads((tmp_path / f"{name}.json").read_text())["results"]["digits"]["records"]
+        return r
+
+    fitted, loaded = record("fit"), record("again")
+    assert loaded["learned_recipe"] == fitted["learned_recipe"]  # the same set and recipe
+    assert loaded["learned_lr"] == fitted["learned_lr"]
+    # the same networks trained with lr / 10 for the last 10 epochs: other accuracies
+    assert loaded["standard_training"] != fitted["standard_training"]
+    assert loaded["fit_seconds"] is None
+    table = (tmp_path / "again.md").read_text()
+    assert "x 0.1 after half the epochs" in table and "| loaded |" in table

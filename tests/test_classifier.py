@@ -102,6 +102,35 @@ def test_standard_training_with_an_optimizer_class_and_minibatches(digits_split)
     assert [b["train_batch_size"] for b in clf.net_.history[-1, "batches"]] == [8, 8, 4]
 
 
+@pytest.mark.parametrize("schedule, lrs", [
+    (None, [0.1] * 6),
+    ("step", [0.1, 0.1, 0.1, 0.01, 0.01, 0.01]),
+    ("cosine", [0.1 * (1 + np.cos(np.pi * e / 6)) / 2 for e in range(6)]),
+])
+def test_standard_training_follows_the_lr_schedule(digits_split, schedule, lrs):
+    X_train, _, y_train, _ = digits_split
+    clf = DistilledClassifier(RandomSelector(n_distilled=20, random_state=0),
+                              training="standard", optimizer="sgd", lr=0.1, batch_size=8,
+                              max_epochs=6, lr_schedule=schedule, random_state=0)
+    clf.fit(X_train, y_train)
+    if schedule is None:  # no scheduler: the optimiser ends where it started
+        assert "lr_schedule" not in dict(clf.net_.callbacks_)
+        used = [clf.net_.optimizer_.param_groups[0]["lr"]] * 6
+    else:  # the step size of each epoch, recorded by the scheduler as the epoch began
+        used = clf.net_.history[:, "event_lr"]
+    np.testing.assert_allclose(used, lrs, rtol=1e-12, atol=1e-15)
+
+
+def test_lr_schedule_is_refused_for_the_learned_recipe(digits_split):
+    X_train, _, y_train, _ = digits_split
+    clf = DistilledClassifier(quick_distiller(), lr_schedule="step")
+    with pytest.raises(ValueError, match="lr_schedule='step' applies to training='standard'"):
+        clf.fit(X_train, y_train)
+    assert not hasattr(clf, "distiller_")
+    with pytest.raises(ValueError, match="'lr_schedule' parameter"):
+        DistilledClassifier(training="standard", lr_schedule="linear").fit(X_train, y_train)
+
+
 def test_standard_training_is_reproducible_with_random_state(digits_split):
     X_train, X_test, y_train, _ = digits_split
     make = lambda: DistilledClassifier(quick_distiller(n_distilled=20), training="standard",
