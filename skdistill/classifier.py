@@ -372,9 +372,11 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
                      else self.optimizer)
         callbacks = []
         if self.lr_schedule == "step":
-            # One decay by 10 after half the epochs, as in Zhao et al.'s evaluation code.
+            # One decay by 10 after half the epochs, as in Zhao et al.'s evaluation code. A
+            # milestone at 0 would decay before the first epoch: one epoch keeps the rate.
             callbacks.append(("lr_schedule", LRScheduler(
-                torch.optim.lr_scheduler.MultiStepLR, milestones=[self.max_epochs // 2],
+                torch.optim.lr_scheduler.MultiStepLR,
+                milestones=[max(1, self.max_epochs // 2)],
                 gamma=0.1)))
         elif self.lr_schedule == "cosine":
             callbacks.append(("lr_schedule", LRScheduler(

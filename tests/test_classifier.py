@@ -121,6 +121,14 @@ def test_standard_training_follows_the_lr_schedule(digits_split, schedule, lrs):
     np.testing.assert_allclose(used, lrs, rtol=1e-12, atol=1e-15)
 
 
+def test_step_schedule_of_one_epoch_keeps_the_rate(digits_split):
+    X_train, _, y_train, _ = digits_split
+    clf = DistilledClassifier(RandomSelector(n_distilled=20, random_state=0),
+                              training="standard", optimizer="sgd", lr=0.1, max_epochs=1,
+                              lr_schedule="step", random_state=0).fit(X_train, y_train)
+    assert clf.net_.history[:, "event_lr"] == [0.1]
+
+
 def test_lr_schedule_is_refused_for_the_learned_recipe(digits_split):
     X_train, _, y_train, _ = digits_split
     clf = DistilledClassifier(quick_distiller(), lr_schedule="step")
