@@ -32,10 +32,12 @@ python benchmarks/accuracy.py --datasets fashion_mnist --ipc 1 --module convnet 
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
@@ -217,8 +219,11 @@ def run_one(method, ipc, data, args, device, bar, dataset=""):
         est = build(method, ipc, data, args, device)
         if method == "distilled":
             est.set_params(callback=lambda d, it: bar.update(1))
-        with Timer() as fit_time:
+        with Timer() as fit_time, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
             est.fit(data.X_train, data.y_train)
+        for w in caught:  # shown as usual, and kept in the record
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if method != "distilled":
         bar.update(1)
     elif args.save_dir is not None:
@@ -256,7 +261,11 @@ def run_one(method, ipc, data, args, device, bar, dataset=""):
         if fit_time is not None:  # a saved file holds the result, not the fit's history
             record["inner_lr_init"] = est.inner_lr_init_
             record["n_iter"] = int(est.n_iter_)
+            record["best_iter"] = int(est.best_iter_)
             record["best_validation_score"] = est.best_validation_score_
+            # an interrupted or diverged fit keeps its best state and says so: the table too
+            record["fit_warnings"] = [str(w.message) for w in caught
+                                      if issubclass(w.category, ConvergenceWarning)]
     return record
 
 
@@ -323,6 +332,8 @@ def report(results, args, meta):
         lines.append(markdown_table(
             ["method", "ipc", "1: learned recipe / constant-step GD", "2: standard training",
              *(["2 with DSA augmentation"] if args.eval_augment else []), "time (s)"], rows))
+        lines += [f"\nWarning of the fit of {LABELS[r['method']]}, ipc {r['ipc']}: {msg}"
+                  for r in block["records"] for msg in r.get("fit_warnings", [])]
     return "\n".join(lines)
 
 

@@ -106,3 +106,39 @@ def test_accuracy_benchmark_evaluates_a_saved_set_again_with_an_lr_schedule(tmp_
     assert loaded["fit_seconds"] is None
     table = (tmp_path / "again.md").read_text()
     assert "x 0.1 after half the epochs" in table and "| loaded |" in table
+
+
+def test_accuracy_benchmark_records_an_interrupted_fit_in_its_table():
+    import importlib.util
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    spec = importlib.util.spec_from_file_location("bench_accuracy",
+                                                  ROOT / "benchmarks" / "accuracy.py")
+    acc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(acc)
+    args = acc.parse_args(["--datasets", "digits", "--ipc", "1", "--methods", "distilled",
+                           "--max-iter", "50", "--epochs", "5", "--n-inits", "2",
+                           "--no-progress", "--distill-params", '{"validation_interval": 2}'])
+
+    class InterruptingBar:
+        """Progress bar that raises Ctrl-C at the distiller's 7th iteration, as SIGINT would."""
+        calls = 0
+
+        def update(self, n):
+            self.calls += 1
+            if self.calls == 7:
+                raise KeyboardInterrupt
+
+    data = acc.load("digits", None)
+    device = acc.resolve_device("cpu")
+    with pytest.warns(ConvergenceWarning, match="interrupted at iteration 7"):
+        record = acc.run_one("distilled", 1, data, args, device, InterruptingBar(), "digits")
+    assert record["n_iter"] == 7 and record["best_iter"] in (0, 2, 4, 6)
+    (message,) = record["fit_warnings"]
+    assert f"iteration {record['best_iter']}" in message
+    results = {"digits": {"info": {"n_train": len(data.y_train), "n_test": len(data.y_test),
+                                   "image_shape": data.image_shape}, "records": [record]}}
+    table = acc.report(results, args, acc.stamp(device))
+    assert "Warning of the fit of distilled (DatasetDistiller), ipc 1: the fit was interrupted" \
+        in table
