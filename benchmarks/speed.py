@@ -62,6 +62,7 @@ import gc
 import math
 import multiprocessing
 import os
+import random
 import statistics
 import sys
 import time
@@ -285,12 +286,23 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def interleaved_times(fns, min_time, min_rounds, max_rounds, on_round=None, device=None):
-    """Seconds per call of every function, calling each once per round in turn."""
+def interleaved_times(fns, min_time, min_rounds, max_rounds, on_round=None, device=None,
+                      shuffle=True):
+    """Seconds per call of every function, calling each once per round in turn.
+
+    ``shuffle``: the order changes from round to round (seeded), so that no function always
+    runs right after the same other one (after the naive reference, whose large graphs
+    leave the caches and the allocator in another state than a light variant does).
+    """
     device = torch.device("cpu") if device is None else device
     times = {k: [] for k in fns}
+    order = list(fns)
+    rng = random.Random(0)
     for r in range(max_rounds):
-        for k, fn in fns.items():
+        if shuffle:
+            rng.shuffle(order)
+        for k in order:
+            fn = fns[k]
             synchronize(device)
             t0 = time.perf_counter()
             fn()
@@ -371,7 +383,8 @@ def time_config(w, n_inits, n_steps, variants, args, bar):
         return lambda: steps[name](params0, leaves)
 
     times = interleaved_times({k: call(k) for k in steps}, args.min_time, args.min_rounds,
-                              args.max_rounds, device=w["device"])
+                              args.max_rounds, device=w["device"],
+                              shuffle=not args.fixed_order)
     ref_loss, ref_grads = outputs["naive"]
     for name, t in times.items():
         info = record["variants"][name]
@@ -727,6 +740,9 @@ def parse_args(argv=None):
     parser.add_argument("--min-time", type=float,
                         help="seconds of timed calls per variant and configuration at least "
                              "(default: 1; --quick: 0.2)")
+    parser.add_argument("--fixed-order", action="store_true",
+                        help="time the variants in the same order every round (naive first), "
+                             "as before the order was shuffled; for comparison")
     parser.add_argument("--min-rounds", type=int, default=2,
                         help="timed calls per variant at least")
     parser.add_argument("--max-rounds", type=int, default=30,

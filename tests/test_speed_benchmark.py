@@ -62,3 +62,22 @@ def test_cuda_device_without_a_gpu_is_a_clear_error(tmp_path):
     assert done.returncode != 0
     assert "--device cuda:" in done.stderr and "CUDA is not available" in done.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_interleaved_times_shuffles_the_order_of_the_variants_each_round():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "benchmarks" / "speed.py")
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    calls = []
+    fns = {k: (lambda k=k: calls.append(k)) for k in ("naive", "a", "b")}
+    times = speed.interleaved_times(fns, min_time=0, min_rounds=20, max_rounds=20)
+    assert {k: len(v) for k, v in times.items()} == {"naive": 20, "a": 20, "b": 20}
+    rounds = [tuple(calls[i:i + 3]) for i in range(0, 60, 3)]
+    assert all(sorted(r) == ["a", "b", "naive"] for r in rounds)
+    # no variant always runs right after the naive reference
+    assert len({r.index("naive") for r in rounds}) == 3
+    calls.clear()
+    speed.interleaved_times(fns, min_time=0, min_rounds=5, max_rounds=5, shuffle=False)
+    assert calls == ["naive", "a", "b"] * 5
