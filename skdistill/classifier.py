@@ -27,6 +27,10 @@ _OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 _LR_SCHEDULES = {"step", "cosine"}
 # Rows per forward pass at prediction time.
 _PREDICT_BATCH_SIZE = 1024
+# Below about 16 rows the float32 matrix products of some CPUs' BLAS (MKL on Xeons with
+# AMX, measured) take other kernels whose results differ in the last bits, so a sample's
+# probabilities would depend on the batch it came in; prediction pads its last batch to this.
+_MIN_PREDICT_ROWS = 32
 
 
 class LearnedStepSizes(Callback):
@@ -396,8 +400,13 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
     def _logits(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        logits = self.net_.forward(self._net_input(X), training=False)
-        return logits.double().numpy()
+        x = self._net_input(X)
+        n = x.shape[0]
+        last = n % _PREDICT_BATCH_SIZE
+        if 0 < last < _MIN_PREDICT_ROWS:
+            x = np.concatenate([x, np.zeros((_MIN_PREDICT_ROWS - last, *x.shape[1:]), x.dtype)])
+        logits = self.net_.forward(x, training=False)
+        return logits[:n].double().numpy()
 
     def _net_input(self, X):
         # A float32 copy: skorch shares memory with the array, which may be read-only.
