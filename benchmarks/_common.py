@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import clone
+
+from skdistill.scoring import FixedSet
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -165,27 +167,23 @@ class Timer:
 # ---------------------------------------------------------------------- protocol 2
 
 
-class FixedSet(BaseEstimator):
-    """A sampler whose ``fit_resample`` returns a set computed beforehand.
+def standard_classifier(*, max_epochs, lr, module, module_params, input_shape, device,
+                        optimizer="adam", optimizer_params=None, augment=None,
+                        lr_schedule=None):
+    """Protocol 2's training: an unfitted ``DistilledClassifier(training="standard")``.
 
-    It lets :class:`skdistill.DistilledClassifier` train on a selection or distillation that
-    the benchmark has already fitted (and timed), instead of fitting it again for every run.
-    With ``y_proba`` (rows of class probabilities, columns as ``classes``) it exposes
-    ``distilled_y_proba_`` like a fitted distiller, so that standard training uses the learned
-    soft labels, as DistilledClassifier does with a DatasetDistiller.
+    Its ``distiller`` (the set to train on) and ``random_state`` are set by whoever uses it:
+    :func:`standard_training`, or ``TrainingScorer`` when the distiller selects its kept
+    state by protocol 2.
     """
+    from skdistill import DistilledClassifier
 
-    def __init__(self, X=None, y=None, y_proba=None, classes=None):
-        self.X = X
-        self.y = y
-        self.y_proba = y_proba
-        self.classes = classes
-
-    def fit_resample(self, X, y):
-        if self.y_proba is not None:
-            self.distilled_y_proba_ = self.y_proba
-            self.classes_ = self.classes
-        return self.X, self.y
+    return DistilledClassifier(
+        training="standard", max_epochs=max_epochs, lr=lr, optimizer=optimizer,
+        optimizer_params=optimizer_params, module=module, module_params=module_params,
+        input_shape=input_shape, augment=augment, lr_schedule=lr_schedule,
+        device=str(device),
+    )
 
 
 def standard_training(X_syn, y_syn, X_train, y_train, X_test, y_test, *, seeds, max_epochs,
@@ -194,29 +192,24 @@ def standard_training(X_syn, y_syn, X_train, y_train, X_test, y_test, *, seeds, 
                       lr_schedule=None):
     """Protocol 2: test accuracy of fresh networks trained normally on ``(X_syn, y_syn)``.
 
-    One network per seed, trained by ``skdistill.DistilledClassifier(training="standard")``:
-    ``max_epochs`` full-batch steps of ``optimizer`` ("adam" or "sgd", with
-    ``optimizer_params`` such as momentum), cross-entropy against ``y_proba`` (learned soft
-    labels, columns as ``classes``) when given, else against the hard labels ``y_syn``;
-    ``augment`` and ``lr_schedule`` as in DistilledClassifier.
+    One network per seed, trained by :func:`standard_classifier`: ``max_epochs`` full-batch
+    steps of ``optimizer`` ("adam" or "sgd", with ``optimizer_params`` such as momentum),
+    cross-entropy against ``y_proba`` (learned soft labels, columns as ``classes``) when
+    given, else against the hard labels ``y_syn``; ``augment`` and ``lr_schedule`` as in
+    DistilledClassifier.
 
     Returns
     -------
     accuracies : ndarray of shape (len(seeds),)
     """
-    from skdistill import DistilledClassifier
-
+    template = standard_classifier(
+        max_epochs=max_epochs, lr=lr, module=module, module_params=module_params,
+        input_shape=input_shape, device=device, optimizer=optimizer,
+        optimizer_params=optimizer_params, augment=augment, lr_schedule=lr_schedule)
     accs = []
     for seed in seeds:
-        clf = DistilledClassifier(
-            distiller=FixedSet(X_syn, y_syn, y_proba, classes), training="standard",
-            max_epochs=max_epochs, lr=lr, optimizer=optimizer,
-            optimizer_params=optimizer_params, module=module,
-            module_params=module_params, input_shape=input_shape, augment=augment,
-            lr_schedule=lr_schedule,
-            random_state=seed,
-            device=str(device),
-        )
+        clf = clone(template).set_params(distiller=FixedSet(X_syn, y_syn, y_proba, classes),
+                                         random_state=seed)
         accs.append(clf.fit(X_train, y_train).score(X_test, y_test))
     return np.array(accs)
 

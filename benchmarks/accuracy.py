@@ -49,12 +49,14 @@ from _common import (  # noqa: E402
     progress,
     stamp,
     stamp_lines,
+    standard_classifier,
     standard_training,
     write_results,
 )
 
 from skdistill import (  # noqa: E402
     DatasetDistiller,
+    TrainingScorer,
     load_digits_images,
     load_fashion_mnist,
     load_mnist,
@@ -146,6 +148,11 @@ def parse_args(argv=None):
                              "F x F training images of 1/F the resolution "
                              "(DatasetDistiller(multi_formation=F), n_distilled = 10 * ipc * "
                              "F^2); the selectors keep 10 * ipc real images")
+    parser.add_argument("--validate-protocol2", type=int, nargs="?", const=1, default=None,
+                        metavar="RUNS",
+                        help="the distiller keeps the state that scores best by protocol 2 "
+                             "(RUNS networks, default 1) on its held-out split, instead of by "
+                             "its learned recipe (validation_scoring=TrainingScorer(...))")
     parser.add_argument("--distill-params", type=json.loads, default=None,
                         help='other DatasetDistiller parameters as JSON, e.g. '
                              '\'{"learning_rate": 0.1, "validation_interval": 25}\'')
@@ -191,6 +198,18 @@ def load(name, data_home):
     return LOADERS[name](data_home=data_home)
 
 
+def protocol2_params(args, data, device, augment=None):
+    """The training of protocol 2, as arguments of ``standard_classifier``."""
+    return dict(
+        max_epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
+        optimizer_params=args.optimizer_params, module=args.eval_module,
+        module_params=args.eval_module_params,
+        input_shape=data.image_shape if args.eval_module != "mlp" else None,
+        device=device, augment=augment,
+        lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule,
+    )
+
+
 def build(method, ipc, data, args, device):
     shape = data.image_shape if args.module != "mlp" else None
     common = dict(n_distilled=10 * ipc, module=args.module, module_params=args.module_params,
@@ -200,6 +219,10 @@ def build(method, ipc, data, args, device):
         extra = {} if args.distill_inits is None else {"n_inits": args.distill_inits}
         if args.distill_lr_init is not None:
             extra["inner_lr_init"] = args.distill_lr_init
+        if args.validate_protocol2:
+            extra["validation_scoring"] = TrainingScorer(
+                standard_classifier(**protocol2_params(args, data, device)),
+                n_runs=args.validate_protocol2, random_state=args.seed)
         extra.update(args.distill_params or {})
         if args.multi_formation > 1:
             common["n_distilled"] *= args.multi_formation ** 2
@@ -238,13 +261,8 @@ def run_one(method, ipc, data, args, device, bar, dataset=""):
             return standard_training(
                 est.distilled_X_, est.distilled_y_, data.X_train, data.y_train,
                 data.X_test, data.y_test, seeds=range(args.seed, args.seed + args.n_inits),
-                max_epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
-                optimizer_params=args.optimizer_params, module=args.eval_module,
-                module_params=args.eval_module_params,
-                input_shape=data.image_shape if args.eval_module != "mlp" else None,
-                device=device, y_proba=getattr(est, "distilled_y_proba_", None),
-                classes=est.classes_, augment=augment,
-                lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule,
+                y_proba=getattr(est, "distilled_y_proba_", None), classes=est.classes_,
+                **protocol2_params(args, data, device, augment),
             )
 
         p2 = protocol2()
@@ -286,6 +304,9 @@ def report(results, args, meta):
            f"trains on {args.multi_formation ** 2} x ipc images per class)"]
           if args.multi_formation > 1 else []),
         *(f"`{k}={v!r}`" for k, v in (args.distill_params or {}).items()),
+        *([f"the kept state chosen by protocol 2 ({args.validate_protocol2} run(s)) on the "
+           "distiller's held-out split (`validation_scoring=TrainingScorer(...)`)"]
+          if args.validate_protocol2 else []),
     ]
     lines += stamp_lines(meta)
     lines += [

@@ -168,6 +168,15 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         Stop when the validation score has not improved for this many iterations.
     validation_interval : int, default=10
         Iterations between validation scores.
+    validation_scoring : callable, default=None
+        What the validation score is. None: the accuracy of networks trained by the learned
+        recipe from fixed θ0 draws. A callable ``scoring(distiller, X_val, y_val) -> float``
+        (higher is better) is called at each validation point with this estimator, whose
+        ``distilled_X_``, ``distilled_y_`` and ``distilled_y_proba_`` then hold the state
+        under test, and the held-out split (labels as the outer objective wants them, so
+        with ``relabel`` applied); :class:`skdistill.TrainingScorer` scores by ordinary
+        training of another network, e.g. the literature's ConvNet, so that the state kept
+        is the best one for that training rather than for the recipe.
     memory : {"auto", "full", "checkpoint"}, default="auto"
         How the meta-gradient keeps the unrolled steps: ``"full"`` keeps every step's graph
         (memory grows linearly with ``n_steps``); ``"checkpoint"`` keeps the parameters at the
@@ -311,6 +320,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                                 Options(Integral, {0})],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), None],
         "validation_interval": [Interval(Integral, 1, None, closed="left")],
+        "validation_scoring": [callable, None],
         "memory": [StrOptions({"auto", "full", "checkpoint"})],
         "checkpoint": [str, os.PathLike, None],
         "checkpoint_interval": [Interval(Integral, 1, None, closed="left")],
@@ -349,6 +359,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         validation_fraction=0.1,
         n_iter_no_change=None,
         validation_interval=10,
+        validation_scoring=None,
         memory="auto",
         augment=None,
         precision="float32",
@@ -383,6 +394,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.validation_interval = validation_interval
+        self.validation_scoring = validation_scoring
         self.memory = memory
         self.augment = augment
         self.precision = precision
@@ -610,6 +622,19 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         target_map = np.arange(n_classes)
         for src, dst in relabel.items():
             target_map[src] = dst
+        val_data = None
+        if self.validation_scoring is not None:
+            if val_rows is None:
+                raise ValueError(
+                    f"validation_scoring={self.validation_scoring!r} scores the held-out "
+                    "split, but validation_fraction=0 holds none out; give "
+                    "validation_fraction > 0."
+                )
+            check = getattr(self.validation_scoring, "check", None)
+            if callable(check):
+                check()  # a TrainingScorer's classifier, before any work starts
+            # the held-out rows as arrays, labelled as the outer objective wants them
+            val_data = (np.asarray(X[val_rows]), classes[target_map[y_enc[val_rows]]])
         targets = torch.as_tensor(target_map[y_enc], device=device)
         # the synthetic samples are learned in units of the data's spread, fixed at the start
         if resume is not None:
@@ -635,6 +660,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             "resume": resume,
             "train": _Rows(X, targets, train_rows, device, lazy),
             "val": None if val_rows is None else _Rows(X, targets, val_rows, device, lazy),
+            "val_data": val_data,
             "mean": mean,
             "std": std,
             "world": world,
@@ -895,6 +921,15 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                     if self.compile else None)
 
         def validate(st):
+            if self.validation_scoring is not None:
+                # the scorer sees the state under test as the fitted attributes
+                self._publish_state(st, syn_class, s)
+                self.module_, self.input_shape_ = net, s["input_shape"]
+                score = torch.tensor(float(self.validation_scoring(self, *s["val_data"])),
+                                     dtype=torch.float64, device=device)
+                if world > 1:
+                    torch.distributed.broadcast(score, src=0)
+                return score.item()
             with torch.no_grad():
                 params0 = sample_params(p_init, net, n_val_draws,
                                         np.random.RandomState(val_seed), device)
@@ -1036,7 +1071,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         if self.checkpoint is not None and stop_reason is None:
             save_checkpoint(n_done)
         if stop_reason:
-            kept = (f"the best validation state (iteration {best_iter}, accuracy "
+            what = "accuracy" if self.validation_scoring is None else "score"
+            kept = (f"the best validation state (iteration {best_iter}, {what} "
                     f"{best_score:.4f})" if val is not None
                     else f"the last finite state (iteration {best_iter})")
             warnings.warn(f"{stop_reason}; keeping {kept}.", ConvergenceWarning)

@@ -1,3 +1,6 @@
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -26,3 +29,17 @@ def tiny_data():
     y = np.repeat(np.arange(3), 30)
     X = centers[y] + rng.normal(0, 0.5, size=(90, 6))
     return X, y
+
+
+@pytest.fixture(scope="session")
+def bench_script():
+    """Import a script of ``benchmarks/`` by name (they are scripts, not a package)."""
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", root / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

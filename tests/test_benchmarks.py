@@ -108,15 +108,10 @@ def test_accuracy_benchmark_evaluates_a_saved_set_again_with_an_lr_schedule(tmp_
     assert "x 0.1 after half the epochs" in table and "| loaded |" in table
 
 
-def test_accuracy_benchmark_records_an_interrupted_fit_in_its_table():
-    import importlib.util
-
+def test_accuracy_benchmark_records_an_interrupted_fit_in_its_table(bench_script):
     from sklearn.exceptions import ConvergenceWarning
 
-    spec = importlib.util.spec_from_file_location("bench_accuracy",
-                                                  ROOT / "benchmarks" / "accuracy.py")
-    acc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(acc)
+    acc = bench_script("accuracy")
     args = acc.parse_args(["--datasets", "digits", "--ipc", "1", "--methods", "distilled",
                            "--max-iter", "50", "--epochs", "5", "--n-inits", "2",
                            "--no-progress", "--distill-params", '{"validation_interval": 2}'])
@@ -142,3 +137,35 @@ def test_accuracy_benchmark_records_an_interrupted_fit_in_its_table():
     table = acc.report(results, args, acc.stamp(device))
     assert "Warning of the fit of distilled (DatasetDistiller), ipc 1: the fit was interrupted" \
         in table
+
+
+def test_accuracy_benchmark_can_keep_the_state_that_protocol_2_prefers(bench_script):
+    acc = bench_script("accuracy")
+    args = acc.parse_args(["--datasets", "digits", "--ipc", "1", "--methods", "distilled",
+                           "--max-iter", "4", "--epochs", "7", "--n-inits", "2",
+                           "--optimizer", "sgd", "--optimizer-params", '{"momentum": 0.9}',
+                           "--validate-protocol2", "3", "--seed", "5", "--no-progress",
+                           "--distill-params", '{"validation_interval": 2}'])
+    data = acc.load("digits", None)
+    device = acc.resolve_device("cpu")
+    est = acc.build("distilled", 1, data, args, device)
+    scorer = est.validation_scoring
+    assert (scorer.n_runs, scorer.random_state) == (3, 5)
+    # the scorer trains exactly protocol 2's network
+    clf = scorer.classifier
+    assert (clf.training, clf.max_epochs, clf.optimizer, clf.optimizer_params) == (
+        "standard", 7, "sgd", {"momentum": 0.9})
+
+    class Bar:
+        def update(self, n):
+            pass
+
+    record = acc.run_one("distilled", 1, data, args, device, Bar(), "digits")
+    # validation at 0, 2, 4: the kept score is a mean over 3 runs on the held-out split
+    assert record["best_iter"] in (0, 2, 4)
+    assert 0.0 < record["best_validation_score"] <= 1.0
+    args.name = "p2sel"
+    results = {"digits": {"info": {"n_train": len(data.y_train), "n_test": len(data.y_test),
+                                   "image_shape": data.image_shape}, "records": [record]}}
+    assert "the kept state chosen by protocol 2 (3 run(s))" in acc.report(
+        results, args, acc.stamp(device))

@@ -128,20 +128,9 @@ def test_distilled_steps_poison_one_class_of_well_trained_convnets():
 # ---------------------------------------------------------------------- the benchmark scripts
 
 
-def _script(name):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("name", ["adaptation", "poisoning", "compression"])
-def test_benchmark_scripts_have_help_and_quick(name, capsys):
-    module = _script(name)
+def test_benchmark_scripts_have_help_and_quick(name, capsys, bench_script):
+    module = bench_script(name)
     with pytest.raises(SystemExit) as exc:
         module.parse_args(["--help"])
     assert exc.value.code == 0
@@ -149,10 +138,10 @@ def test_benchmark_scripts_have_help_and_quick(name, capsys):
     assert "--quick" in out and "--out-dir" in out and "--no-progress" in out
 
 
-def test_compression_benchmark_quick_writes_its_results(tmp_path):
+def test_compression_benchmark_quick_writes_its_results(tmp_path, bench_script):
     import json
 
-    _script("compression").main(["--quick", "--no-progress", "--out-dir", str(tmp_path)])
+    bench_script("compression").main(["--quick", "--no-progress", "--out-dir", str(tmp_path)])
     result = json.loads((tmp_path / "compression_quick.json").read_text())
     (record,) = result["records"]
     assert record["round_trip_identical"]

@@ -64,12 +64,8 @@ def test_cuda_device_without_a_gpu_is_a_clear_error(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_interleaved_times_shuffles_the_order_of_the_variants_each_round():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "benchmarks" / "speed.py")
-    speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(speed)
+def test_interleaved_times_shuffles_the_order_of_the_variants_each_round(bench_script):
+    speed = bench_script("speed")
     calls = []
     fns = {k: (lambda k=k: calls.append(k)) for k in ("naive", "a", "b")}
     times = speed.interleaved_times(fns, min_time=0, min_rounds=20, max_rounds=20)
