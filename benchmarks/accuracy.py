@@ -80,6 +80,13 @@ def _lr_init(text):
     return text if text == "auto" else float(text)
 
 
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"needs at least 1 run, got {value}")
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Test accuracy against images per class for dataset distillation and "
@@ -148,7 +155,8 @@ def parse_args(argv=None):
                              "F x F training images of 1/F the resolution "
                              "(DatasetDistiller(multi_formation=F), n_distilled = 10 * ipc * "
                              "F^2); the selectors keep 10 * ipc real images")
-    parser.add_argument("--validate-protocol2", type=int, nargs="?", const=1, default=None,
+    parser.add_argument("--validate-protocol2", type=_positive_int, nargs="?", const=1,
+                        default=None,
                         metavar="RUNS",
                         help="the distiller keeps the state that scores best by protocol 2 "
                              "(RUNS networks, default 1) on its held-out split, instead of by "

@@ -62,8 +62,9 @@ class TrainingScorer(BaseEstimator):
     of different states compare.
 
     Each call trains ``n_runs`` networks to the end: with the literature's protocol (a
-    ConvNet of width 128 and depth 3, 300 epochs) that is tens of seconds per validation
-    point on a CPU, so validate every 10-25 iterations (``validation_interval``).
+    ConvNet of width 128 and depth 3, 300 epochs, on 40 images) that was 1-2 minutes per
+    validation point on two CPU cores beside other jobs, so validate every 10-25 iterations
+    (``validation_interval``).
 
     Parameters
     ----------

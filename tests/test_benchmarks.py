@@ -146,6 +146,8 @@ def test_accuracy_benchmark_can_keep_the_state_that_protocol_2_prefers(bench_scr
                            "--optimizer", "sgd", "--optimizer-params", '{"momentum": 0.9}',
                            "--validate-protocol2", "3", "--seed", "5", "--no-progress",
                            "--distill-params", '{"validation_interval": 2}'])
+    with pytest.raises(SystemExit):  # no runs is refused by the parser
+        acc.parse_args(["--validate-protocol2", "0"])
     data = acc.load("digits", None)
     device = acc.resolve_device("cpu")
     est = acc.build("distilled", 1, data, args, device)
