@@ -32,6 +32,7 @@ python benchmarks/accuracy.py --datasets fashion_mnist --ipc 1 --module convnet 
 import argparse
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -84,6 +85,13 @@ def _positive_int(text):
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"needs at least 1 run, got {value}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"needs a positive number of seconds, got {text}")
     return value
 
 
@@ -161,6 +169,10 @@ def parse_args(argv=None):
                         help="the distiller keeps the state that scores best by protocol 2 "
                              "(RUNS networks, default 1) on its held-out split, instead of by "
                              "its learned recipe (validation_scoring=TrainingScorer(...))")
+    parser.add_argument("--fit-deadline", type=_positive_float, default=None, metavar="SECONDS",
+                        help="interrupt each distillation after SECONDS (wall time, counted "
+                             "from the start of its fit): it keeps its best validation state "
+                             "as an interrupted fit does, and the evaluation runs as usual")
     parser.add_argument("--distill-params", type=json.loads, default=None,
                         help='other DatasetDistiller parameters as JSON, e.g. '
                              '\'{"learning_rate": 0.1, "validation_interval": 25}\'')
@@ -240,6 +252,19 @@ def build(method, ipc, data, args, device):
     return SELECTORS[method](inner_lr=args.inner_lr, **common)
 
 
+def _progress(bar, deadline=None):
+    """The distiller's callback: advance ``bar``; past ``deadline`` seconds, interrupt the fit
+    (the distiller treats a KeyboardInterrupt as an interruption and keeps its best state)."""
+    start = time.perf_counter()
+
+    def callback(distiller, n_iter):
+        bar.update(1)
+        if deadline is not None and time.perf_counter() - start > deadline:
+            raise KeyboardInterrupt(f"--fit-deadline {deadline:g} s reached")
+
+    return callback
+
+
 def run_one(method, ipc, data, args, device, bar, dataset=""):
     if method == "distilled" and args.from_saved:
         est = DatasetDistiller.load(f"{args.from_saved}_{dataset}_ipc{ipc}.pt")
@@ -249,7 +274,7 @@ def run_one(method, ipc, data, args, device, bar, dataset=""):
     else:
         est = build(method, ipc, data, args, device)
         if method == "distilled":
-            est.set_params(callback=lambda d, it: bar.update(1))
+            est.set_params(callback=_progress(bar, args.fit_deadline))
         with Timer() as fit_time, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             est.fit(data.X_train, data.y_train)

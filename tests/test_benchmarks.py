@@ -139,6 +139,34 @@ def test_accuracy_benchmark_records_an_interrupted_fit_in_its_table(bench_script
         in table
 
 
+def test_accuracy_benchmark_interrupts_a_fit_at_its_deadline(bench_script, monkeypatch):
+    from types import SimpleNamespace
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    acc = bench_script("accuracy")
+    with pytest.raises(SystemExit):  # a deadline must be a positive number of seconds
+        acc.parse_args(["--fit-deadline", "0"])
+    args = acc.parse_args(["--datasets", "digits", "--ipc", "1", "--methods", "distilled",
+                           "--max-iter", "50", "--epochs", "5", "--n-inits", "2",
+                           "--fit-deadline", "4.5", "--no-progress",
+                           "--distill-params", '{"validation_interval": 2}'])
+    # a clock that advances one second per reading: the 5th iteration ends past 4.5 s
+    ticks = iter(range(1000))
+    monkeypatch.setattr(acc, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+
+    class Bar:
+        def update(self, n):
+            pass
+
+    data = acc.load("digits", None)
+    device = acc.resolve_device("cpu")
+    with pytest.warns(ConvergenceWarning, match="interrupted at iteration 5"):
+        record = acc.run_one("distilled", 1, data, args, device, Bar(), "digits")
+    assert record["n_iter"] == 5 and record["best_iter"] in (0, 2, 4)
+    assert len(record["learned_recipe"]) == 2 and len(record["standard_training"]) == 2
+
+
 def test_accuracy_benchmark_can_keep_the_state_that_protocol_2_prefers(bench_script):
     acc = bench_script("accuracy")
     args = acc.parse_args(["--datasets", "digits", "--ipc", "1", "--methods", "distilled",
