@@ -232,8 +232,9 @@ def make_step(variant, w, n_steps):
         naive = NaiveReference(w["net"], w["input_shape"])
         return lambda params0, leaves: naive(params0, leaves, y_syn, x_real, y_real)
     parts = variant.split("+")
-    # vmap / loop: the generic torch.func path (functional_call + torch.func.grad);
-    # batched: the hand-written MLP path that skdistill picks for its MLPs
+    # vmap / loop: the generic path (functional_call; the inner gradient by torch.func.grad
+    # under vmap, by torch.autograd.grad in a loop); batched: the hand-written MLP path that
+    # skdistill picks for its MLPs
     forward = _unroll.make_forward(w["net"], w["input_shape"],
                                    analytic=parts[0] in ("batched", "compile"))
     batches = [slice(None)]
@@ -246,7 +247,7 @@ def make_step(variant, w, n_steps):
 
         def loss_fn(x_syn, log_lr, params0):
             return _unroll.meta_loss(forward, params0, x_syn, y_syn, log_lr.exp(), batches,
-                                     x_real, y_real, vectorize)
+                                     x_real, y_real, vectorize, autograd=False)
 
         compiled = torch.compile(loss_fn, dynamic=False)
 
