@@ -96,6 +96,9 @@ def test_auto_inner_lr_init_picks_from_the_grid_and_follows_the_data_scale(digit
     ([2.0, 1.5, float("inf"), 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], 1),
     # falling all the way: the largest
     ([2.0 - 0.1 * k for k in range(13)], 12),
+    # flat before the minimum: the smallest within 5 % of the whole drop (2.0 - 1.0 = 1.0)
+    ([2.0, 1.6, 1.3, 1.04, 1.03, 1.0, 1.2, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0], 3),
+    ([2.0, 1.6, 1.3, 1.06, 1.03, 1.0, 1.2, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0], 4),
 ])
 def test_auto_inner_lr_init_stops_at_the_first_rise_of_the_loss(tiny_data, monkeypatch,
                                                                 losses, expected):
