@@ -46,6 +46,12 @@ _AUTO_INNER_LRS = [10 ** (k / 4) for k in range(-12, 1)]
 _AUTO_TOLERANCE = 0.05
 
 
+def _improves(score, best):
+    """Whether a validation score replaces the best so far: a NaN score (a scorer that
+    failed) never does, and any other score replaces a NaN best."""
+    return not math.isnan(score) and (math.isnan(best) or score > best)
+
+
 def resolve_device(device):
     """``"auto"`` is CUDA when available, else CPU; anything else must exist here."""
     if isinstance(device, str) and device == "auto":
@@ -179,7 +185,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
     validation_scoring : callable, default=None
         What the validation score is. None: the accuracy of networks trained by the learned
         recipe from fixed θ0 draws. A callable ``scoring(distiller, X_val, y_val) -> float``
-        (higher is better) is called at each validation point with this estimator, whose
+        (higher is better; NaN never counts as the best, with a ``RuntimeWarning``) is
+        called at each validation point with this estimator, whose
         ``distilled_X_``, ``distilled_y_`` and ``distilled_y_proba_`` then hold the state
         under test, and the held-out split (labels as the outer objective wants them, so
         with ``relabel`` applied); :class:`skdistill.TrainingScorer` scores by ordinary
@@ -928,7 +935,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         compiled = (_unroll.CompiledMetaGradient(forward, synthetic, batches, vectorize)
                     if self.compile else None)
 
-        def validate(st):
+        def validate(st, n_iter):
             if self.validation_scoring is not None:
                 # the scorer sees the state under test as the fitted attributes
                 self._publish_state(st, syn_class, s)
@@ -937,6 +944,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                                      dtype=torch.float64, device=device)
                 if world > 1:
                     torch.distributed.broadcast(score, src=0)
+                if torch.isnan(score):
+                    warnings.warn(f"validation_scoring returned nan at iteration {n_iter}; a nan "
+                                  "score never counts as the best.", RuntimeWarning)
                 return score.item()
             with torch.no_grad():
                 params0 = sample_params(p_init, net, n_val_draws,
@@ -970,7 +980,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             best = snapshot(state)
             best_iter, best_score = n_iter0, None
             if val is not None:
-                best_score = validate(state)
+                best_score = validate(state, n_iter0)
                 val_scores.append(best_score)
                 val_iters.append(n_iter0)
             n_target = n_iter0 + self.max_iter
@@ -1047,10 +1057,10 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 loss_curve.append(loss_value)
                 if val is not None and (it % self.validation_interval == 0
                                           or it == n_target):
-                    score = validate(state)
+                    score = validate(state, it)
                     val_scores.append(score)
                     val_iters.append(it)
-                    if score > best_score:
+                    if _improves(score, best_score):
                         best, best_iter, best_score = snapshot(state), it, score
                 if progress is not None:
                     progress.update(1)

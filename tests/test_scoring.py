@@ -51,6 +51,19 @@ def test_the_kept_state_is_the_one_the_scoring_preferred(digits):
     assert set(np.unique(scoring.seen[0]["y"])) == set(range(10))
 
 
+def test_a_nan_score_never_counts_as_the_best(digits):
+    X, y = digits
+    nan = float("nan")
+    # a scorer that fails on the initial state and once more later: iteration 9 is kept
+    scoring = ScriptedScore([nan, 0.5, nan, 0.7, 0.6])
+    with pytest.warns(RuntimeWarning, match="returned nan at iteration 0") as record:
+        d = DatasetDistiller(n_distilled=10, max_iter=12, validation_interval=3,
+                             validation_scoring=scoring, random_state=0).fit(X, y)
+    assert sum("returned nan" in str(w.message) for w in record) == 2
+    assert d.best_iter_ == 9 and d.best_validation_score_ == 0.7
+    np.testing.assert_array_equal(d.distilled_X_, scoring.seen[3]["X"])
+
+
 def test_without_validation_scoring_the_recipe_decides(digits):
     X, y = digits
     d = DatasetDistiller(n_distilled=10, max_iter=12, validation_interval=3,
