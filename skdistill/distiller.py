@@ -940,8 +940,10 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 # the scorer sees the state under test as the fitted attributes
                 self._publish_state(st, syn_class, s)
                 self.module_, self.input_shape_ = net, s["input_shape"]
-                score = torch.tensor(float(self.validation_scoring(self, *s["val_data"])),
-                                     dtype=torch.float64, device=device)
+                # one rank scores (the state is the same on all); the others take its word
+                value = (float(self.validation_scoring(self, *s["val_data"])) if rank == 0
+                         else math.nan)
+                score = torch.tensor(value, dtype=torch.float64, device=device)
                 if world > 1:
                     torch.distributed.broadcast(score, src=0)
                 if torch.isnan(score):

@@ -102,3 +102,39 @@ def test_command_line_distill_runs_under_torchrun(tmp_path):
     assert run.returncode == 0, "\n----\n".join(errors)
     loaded = DatasetDistiller.load(out)  # written once, by rank 0
     assert loaded.distilled_X_.shape == (10, 64) and loaded.n_iter_ == 5
+
+
+class _RankLog:
+    """A validation score that records which rank computed it."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __call__(self, distiller, X, y):
+        with open(f"{self.path}-{dist.get_rank()}.log", "a") as f:
+            f.write("scored\n")
+        return float(distiller.distilled_X_.sum())
+
+
+def _scoring_worker(rank, world, port, out):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    try:
+        X, y = _data()
+        d = DatasetDistiller(**PARAMS, n_inits=4, validation_scoring=_RankLog(out)).fit(X, y)
+        np.save(f"{out}-{rank}.npy", d.distilled_X_)
+        np.save(f"{out}-{rank}-scores.npy", np.array(d.validation_scores_))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_only_rank_0_runs_the_validation_scoring(tmp_path):
+    out = str(tmp_path / "ranks")
+    mp.spawn(_scoring_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    # validation at iterations 0, 4, 8, 12, each scored once, by rank 0
+    assert (tmp_path / "ranks-0.log").read_text().count("scored") == 4
+    assert not (tmp_path / "ranks-1.log").exists()
+    np.testing.assert_array_equal(np.load(f"{out}-0-scores.npy"), np.load(f"{out}-1-scores.npy"))
+    np.testing.assert_array_equal(np.load(f"{out}-0.npy"), np.load(f"{out}-1.npy"))
