@@ -288,16 +288,18 @@ def _autograd_inner_grad(params, forward, x, y):
 
     The graph of the gradient is kept (``create_graph``) exactly when grad mode is on, as
     ``torch.func.grad`` does; parameters that do not require a gradient (θ0) get a detached
-    stand-in that does. ``benchmarks/speed.py`` (variant ``loop``, ConvNet 128x3, one draw,
-    10 steps, one CPU thread) measured the loop at 0.78x the naive reference with
-    ``torch.func.grad`` and 0.94x with this, the same kernels otherwise.
+    stand-in that does; a parameter the loss does not use gets zeros, as there. On the
+    Intel Xeon of ``benchmarks/results/speed_fashion_convnet_xeon.md`` (variant ``loop``,
+    ConvNet 128x3, one draw, 10 steps, one CPU thread) the loop ran at 0.78x the naive
+    reference with ``torch.func.grad`` and 0.96x with this, the same kernels otherwise.
     """
     keep_graph = torch.is_grad_enabled()
     with torch.enable_grad():
         leaves = {k: p if p.requires_grad else p.detach().requires_grad_()
                   for k, p in params.items()}
         loss = _inner_loss(leaves, forward, x, y)
-        grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=keep_graph)
+        grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=keep_graph,
+                                    allow_unused=True, materialize_grads=True)
     return dict(zip(leaves, grads))
 
 

@@ -68,6 +68,27 @@ def test_autograd_inner_step_equals_the_torch_func_one_with_and_without_a_graph(
     torch.testing.assert_close(plain, {k: v.detach() for k, v in func.items()})
 
 
+def test_both_inner_steps_give_zeros_to_a_parameter_the_network_does_not_use():
+    class Unused(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.spare = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.used(x)
+
+    net = Unused().double()
+    forward = _unroll.make_forward(net, analytic=False)
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    x = torch.randn(5, 4, dtype=torch.float64)
+    y = torch.softmax(torch.randn(5, 3, dtype=torch.float64), 1)
+    lr = torch.tensor(0.1, dtype=torch.float64)
+    for autograd in (False, True):
+        new = _unroll.inner_step(forward, params, x, y, lr, autograd=autograd)
+        torch.testing.assert_close(new["spare.weight"], params["spare.weight"])
+        assert not torch.equal(new["used.weight"], params["used.weight"])
+
+
 def test_unroll_is_plain_gradient_descent():
     """One unrolled step equals θ - η ∇θ ℓ computed with ordinary autograd."""
     forward, params0, x_syn, label_logits, _, _, _ = _problem(n_draws=1)
