@@ -187,8 +187,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         recipe from fixed θ0 draws. A callable ``scoring(distiller, X_val, y_val) -> float``
         (higher is better; NaN never counts as the best, with a ``RuntimeWarning``) is
         called at each validation point with this estimator, whose
-        ``distilled_X_``, ``distilled_y_`` and ``distilled_y_proba_`` then hold the state
-        under test, and the held-out split (labels as the outer objective wants them, so
+        ``distilled_X_``, ``distilled_y_``, ``distilled_y_proba_`` and ``learned_lr_`` then
+        hold the state under test (its ``score`` and ``evaluate`` run that state's learned
+        recipe), and the held-out split (labels as the outer objective wants them, so
         with ``relabel`` applied); :class:`skdistill.TrainingScorer` scores by ordinary
         training of another network, e.g. the literature's ConvNet, so that the state kept
         is the best one for that training rather than for the recipe.
@@ -935,11 +936,17 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         compiled = (_unroll.CompiledMetaGradient(forward, synthetic, batches, vectorize)
                     if self.compile else None)
 
+        model_init_spec = (p_init[0], [
+            {k: v.cpu() for k, v in d.items()} for d in p_init[1]
+        ] if p_init[1] is not None else None)
+
         def validate(st, n_iter):
             if self.validation_scoring is not None:
-                # the scorer sees the state under test as the fitted attributes
+                # the scorer sees the state under test as the fitted attributes, enough of
+                # them for score() and evaluate() to run the learned recipe
                 self._publish_state(st, syn_class, s)
                 self.module_, self.input_shape_ = net, s["input_shape"]
+                self.device_, self._model_init_spec = device, model_init_spec
                 # one rank scores (the state is the same on all); the others take its word
                 value = (float(self.validation_scoring(self, *s["val_data"])) if rank == 0
                          else math.nan)
@@ -1105,9 +1112,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self._optimizer_state = _to_cpu(optimizer.state_dict())
         self._rng = rng
         self._mean_std = (mean, std)
-        self._model_init_spec = (p_init[0], [
-            {k: v.cpu() for k, v in d.items()} for d in p_init[1]
-        ] if p_init[1] is not None else None)
+        self._model_init_spec = model_init_spec
         self.model_init_ = (
             copy.deepcopy(self._model_init_spec[1][0])
             if p_init[0] == "list" and len(p_init[1]) == 1 else None

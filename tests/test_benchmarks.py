@@ -199,3 +199,22 @@ def test_accuracy_benchmark_can_keep_the_state_that_protocol_2_prefers(bench_scr
                                    "image_shape": data.image_shape}, "records": [record]}}
     assert "the kept state chosen by protocol 2 (3 run(s))" in acc.report(
         results, args, acc.stamp(device))
+
+
+def test_trajectory_scores_every_validation_point_by_both_protocols(bench_script, tmp_path):
+    traj = bench_script("trajectory")
+    common = ["--quick", "--max-iter", "6", "--epochs", "4", "--no-progress",
+              "--distill-params", '{"validation_interval": 3}', "--out-dir", str(tmp_path)]
+    for extra, name in (([], "by_recipe"), (["--validate-protocol2", "2"], "by_p2")):
+        traj.main(common + extra + ["--name", name])
+        result = json.loads((tmp_path / f"{name}.json").read_text())["result"]
+        assert result["iterations"] == [0, 3, 6]
+        recipe, standard = result["learned_recipe"], result["standard_training"]
+        assert all(0 < a <= 1 for a in recipe + standard)
+        kept = result["iterations"].index(result["best_iter"])
+        chosen = standard if extra else recipe
+        assert chosen[kept] == max(chosen)
+        assert result["protocol2_runs"] == (2 if extra else 1)
+        table = (tmp_path / f"{name}.md").read_text()
+        assert "| kept |" in table or "| kept" in table
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000

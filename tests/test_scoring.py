@@ -64,6 +64,27 @@ def test_a_nan_score_never_counts_as_the_best(digits):
     np.testing.assert_array_equal(d.distilled_X_, scoring.seen[3]["X"])
 
 
+def test_the_scorer_can_run_the_learned_recipe_of_the_state_under_test(digits):
+    X, y = digits
+
+    class RecipeScore:
+        def __init__(self):
+            self.scores, self.held_out = [], None
+
+        def __call__(self, distiller, X_val, y_val):
+            self.held_out = (X_val, y_val)
+            self.scores.append(distiller.score(X_val, y_val))
+            return self.scores[-1]
+
+    scoring = RecipeScore()
+    d = DatasetDistiller(n_distilled=10, max_iter=8, validation_interval=4,
+                         validation_scoring=scoring, random_state=0).fit(X, y)
+    assert len(scoring.scores) == 3 and len(set(scoring.scores)) > 1
+    # the kept state, scored again after the fit, gives what the scorer saw for it
+    assert d.best_validation_score_ == max(scoring.scores)
+    assert d.score(*scoring.held_out) == pytest.approx(d.best_validation_score_, abs=1e-12)
+
+
 def test_without_validation_scoring_the_recipe_decides(digits):
     X, y = digits
     d = DatasetDistiller(n_distilled=10, max_iter=12, validation_interval=3,
