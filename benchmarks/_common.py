@@ -133,6 +133,17 @@ def write_results(name, markdown, payload, figure, out_dir=RESULTS_DIR):
     return md, js, png
 
 
+def publish(name, markdown, payload, figure, out_dir=RESULTS_DIR):
+    """:func:`write_results`, then close ``figure`` and print the table and the paths."""
+    import matplotlib.pyplot as plt
+
+    paths = write_results(name, markdown, payload, figure, out_dir)
+    plt.close(figure)
+    print(markdown)
+    print("\nwrote " + ", ".join(str(p) for p in paths))
+    return paths
+
+
 def _jsonable(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()

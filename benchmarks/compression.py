@@ -38,9 +38,9 @@ from _common import (  # noqa: E402
     markdown_table,
     mean_std,
     progress,
+    publish,
     stamp,
     stamp_lines,
-    write_results,
 )
 
 from skdistill import DatasetDistiller, load_digits_images, load_fashion_mnist  # noqa: E402
@@ -272,15 +272,9 @@ def main(argv=None):
         bar.close()
         if tmp is not None:
             tmp.cleanup()
-    import matplotlib.pyplot as plt
-
-    fig = figure(records)
-    paths = write_results(args.name, report(records, args, meta),
-                          {"meta": meta, "config": config, "records": records}, fig,
-                          args.out_dir)
-    plt.close(fig)
-    print(report(records, args, meta))
-    print("\nwrote " + ", ".join(str(p) for p in paths))
+    publish(args.name, report(records, args, meta),
+            {"meta": meta, "config": config, "records": records}, figure(records),
+            args.out_dir)
 
 
 if __name__ == "__main__":

@@ -34,10 +34,10 @@ from _common import (  # noqa: E402
     Timer,
     markdown_table,
     progress,
+    publish,
     stamp,
     stamp_lines,
     standard_classifier,
-    write_results,
 )
 
 from skdistill import TrainingScorer  # noqa: E402
@@ -158,15 +158,8 @@ def main(argv=None):
     meta = stamp(accuracy.resolve_device(args.device))
     result = run(args)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    import matplotlib.pyplot as plt
-
-    fig = figure(result)
-    paths = write_results(args.name, report(result, args, meta),
-                          {"meta": meta, "config": config, "result": result}, fig,
-                          args.out_dir)
-    plt.close(fig)
-    print(report(result, args, meta))
-    print("\nwrote " + ", ".join(str(p) for p in paths))
+    publish(args.name, report(result, args, meta),
+            {"meta": meta, "config": config, "result": result}, figure(result), args.out_dir)
 
 
 if __name__ == "__main__":
