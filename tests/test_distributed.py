@@ -37,6 +37,7 @@ def _worker(rank, world, port, out, checkpoint):
                              checkpoint=checkpoint).fit(X, y)
         np.save(f"{out}-{rank}.npy", d.distilled_X_)
         np.save(f"{out}-{rank}-lr.npy", d.learned_lr_)
+        dist.barrier()  # tear down together: gloo can abort a rank whose peer left first
     finally:
         dist.destroy_process_group()
 
@@ -125,6 +126,7 @@ def _scoring_worker(rank, world, port, out):
         d = DatasetDistiller(**PARAMS, n_inits=4, validation_scoring=_RankLog(out)).fit(X, y)
         np.save(f"{out}-{rank}.npy", d.distilled_X_)
         np.save(f"{out}-{rank}-scores.npy", np.array(d.validation_scores_))
+        dist.barrier()  # rank 0, which scores, finishes later; see _worker
     finally:
         dist.destroy_process_group()
 
