@@ -71,6 +71,11 @@ def parse_args(argv=None):
     args = accuracy.parse_args(argv)
     if not any(a == "--name" or a.startswith("--name=") for a in argv):
         args.name = "trajectory_quick" if args.quick else "trajectory"
+    if len(args.datasets) != 1 or len(args.ipc) != 1:
+        # accuracy.py's defaults name two datasets and three sizes: say so, do not pick one
+        sys.exit(f"trajectory.py follows one fit: give one --datasets and one --ipc (or "
+                 f"--quick), got --datasets {' '.join(args.datasets)} --ipc "
+                 f"{' '.join(map(str, args.ipc))}")
     args.dataset, args.ipc_one = args.datasets[0], args.ipc[0]
     return args
 

@@ -203,6 +203,10 @@ def test_accuracy_benchmark_can_keep_the_state_that_protocol_2_prefers(bench_scr
 
 def test_trajectory_scores_every_validation_point_by_both_protocols(bench_script, tmp_path):
     traj = bench_script("trajectory")
+    with pytest.raises(SystemExit, match="one --datasets and one --ipc"):
+        traj.parse_args(["--datasets", "digits", "--ipc", "1", "10"])
+    with pytest.raises(SystemExit, match="got --datasets digits fashion_mnist"):
+        traj.parse_args([])  # accuracy.py's defaults: two datasets, three sizes
     common = ["--quick", "--max-iter", "6", "--epochs", "4", "--no-progress",
               "--distill-params", '{"validation_interval": 3}', "--out-dir", str(tmp_path)]
     for extra, name in (([], "by_recipe"), (["--validate-protocol2", "2"], "by_p2")):
