@@ -65,6 +65,9 @@ def _worker(rank, world, port, args, out):
         if rank == 0:
             np.save(out, np.array([rate]))
             np.save(out + "-X.npy", X_syn)
+        # tear down together: gloo aborted a rank whose peer left first ("terminate called
+        # without an active exception") in a CI run on 2 cores
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
