@@ -111,8 +111,18 @@ def _relu_backward(grad, out):
 
 
 def _mm(a, b):
-    """``a @ b``; straight to ``bmm`` for stacked draws (``matmul``'s dispatch costs ~10 µs)."""
-    if a.dim() == 3 and b.dim() == 3:
+    """``a @ b``; straight to ``bmm`` for stacked draws (``matmul``'s dispatch costs ~10 µs).
+
+    A matrix against a stack (the synthetic or real batch, shared by all draws) is expanded
+    to the stack and sent to ``bmm`` too: what ``matmul`` does for these operands after
+    four more dispatched views (same kernel, same bits; the MLP meta-step dispatches 120
+    fewer operations at 4 draws x 10 steps).
+    """
+    if a.dim() == 3 or b.dim() == 3:
+        if a.dim() == 2:
+            a = a.expand(b.shape[0], *a.shape)
+        elif b.dim() == 2:
+            b = b.expand(a.shape[0], *b.shape)
         return torch.bmm(a, b)
     return torch.matmul(a, b)
 
@@ -198,14 +208,15 @@ class DenseReLUForward:
         n_rows = acts[0].shape[-2]
         d_params = {}
         d_acts = [None] * len(self.layers)  # adjoints of each layer's input
-        lam_dot_g = 0
+        lam_dot_g = None
         # Back through the backward sweep, in reverse of its order (first layer first).
         d_delta = None
         for i, (w, b) in enumerate(self.layers):
             lam_w, lam_b = cotangent[w], cotangent[b]
             # g_w = δᵀ a and g_b = Σ_rows δ, so ⟨λ, g⟩ = ⟨δ, a λ_wᵀ + λ_b⟩
             new = _mm(acts[i], lam_w.transpose(-1, -2)) + lam_b.unsqueeze(-2)
-            lam_dot_g = lam_dot_g + (deltas[i] * new).sum()
+            term = (deltas[i] * new).sum()
+            lam_dot_g = term if lam_dot_g is None else lam_dot_g + term
             if i or need_x:
                 d_acts[i] = _mm(deltas[i], lam_w)
             if i:
@@ -658,7 +669,7 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
     def step(params, t, keep):
         """θ_{t+1}, and (θ_t, cache) when ``keep``."""
         idx = batches[t % len(batches)]
-        grads, cache = forward.grad_with_cache(params, x_syn[idx], y_syn[idx])
+        grads, cache = forward.grad_with_cache(params, _rows(x_syn, idx), _rows(y_syn, idx))
         new = dict(zip(keys, torch._foreach_add([params[k] for k in keys],
                                                 [grads[k] for k in keys],
                                                 alpha=neg_lr_values[t])))
@@ -670,7 +681,7 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
         return params
 
     d_x, d_y = torch.zeros_like(x_syn), torch.zeros_like(y_syn)
-    d_lrs = torch.zeros_like(lrs)
+    lam_dots = [None] * n_steps  # ⟨λ_{t+1}, g_t⟩, stacked once at the end
 
     def reverse(kept, start, lam):
         """Carry λ back over the kept steps ``start, start + 1, ...`` (popped from the end)."""
@@ -679,7 +690,7 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
             # λ_0 is not needed: θ0 is drawn, not learned
             d_params, dx, dy, lam_dot_g = forward.vjp(params, cache, lam, need_x, need_y,
                                                       need_params=t > 0)
-            d_lrs[t] = -lam_dot_g
+            lam_dots[t] = lam_dot_g
             idx = batches[t % len(batches)]
             if need_x:
                 _accumulate(d_x, idx, dx, neg_lrs[t])
@@ -721,6 +732,7 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
             reverse(kept, 0, lam)
         else:
             _reverse_nested(advance, reverse_leaf, segments, sizes[1:], lam)
+    d_lrs = torch.stack(lam_dots).neg_().to(lrs.dtype)
     outputs, cotangents = [], []
     for out, cot in zip(syn, (d_x, d_y, d_lrs)):
         if out.requires_grad:
@@ -730,13 +742,22 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
     return loss, [torch.zeros_like(l) if g is None else g for l, g in zip(leaves, grads)]
 
 
+def _rows(tensor, idx):
+    """``tensor[idx]``, or ``tensor`` itself for the whole set (one dispatch fewer)."""
+    return tensor if _whole(idx) else tensor[idx]
+
+
+def _whole(idx):
+    return isinstance(idx, slice) and idx == slice(None)
+
+
 def _accumulate(total, idx, value, scale):
     """``total[idx] += scale * value`` for a slice or an index tensor (repeats add up)."""
     value = (value * scale).to(total.dtype)  # bf16 under autocast
     if isinstance(idx, torch.Tensor):
         total.index_add_(0, idx, value)
-    else:
-        total[idx] += value
+    else:  # in place on the view: no copy back as ``total[idx] += value`` makes
+        _rows(total, idx).add_(value)
 
 
 def unroll_stacked(forward, params0, x_syn, y_syn, lrs, batches, vectorize=True):
