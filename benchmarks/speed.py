@@ -225,8 +225,12 @@ def applies(variant, w):
     return dense or not variant.startswith("batched")
 
 
-def make_step(variant, w, n_steps):
-    """``step(params0, leaves) -> (loss, grads)`` for one variant."""
+def make_step(variant, w, n_steps, unroll=_unroll):
+    """``step(params0, leaves) -> (loss, grads)`` for one variant.
+
+    ``unroll``: the ``_unroll`` module that runs it (``compare.py`` passes another
+    checkout's).
+    """
     y_syn, x_real, y_real = w["y_syn"], w["x_real"], w["y_real"]
     if variant == "naive":
         naive = NaiveReference(w["net"], w["input_shape"])
@@ -235,7 +239,7 @@ def make_step(variant, w, n_steps):
     # vmap / loop: the generic path (functional_call; the inner gradient by torch.func.grad
     # under vmap, by torch.autograd.grad in a loop); batched: the hand-written MLP path that
     # skdistill picks for its MLPs
-    forward = _unroll.make_forward(w["net"], w["input_shape"],
+    forward = unroll.make_forward(w["net"], w["input_shape"],
                                    analytic=parts[0] in ("batched", "compile"))
     batches = [slice(None)]
 
@@ -243,10 +247,10 @@ def make_step(variant, w, n_steps):
         return leaves[0], y_syn, leaves[1].exp()
 
     if variant == "compile":
-        vectorize = _unroll.choose_vectorize(forward, w["net"], device_type=w["device"].type)
+        vectorize = unroll.choose_vectorize(forward, w["net"], device_type=w["device"].type)
 
         def loss_fn(x_syn, log_lr, params0):
-            return _unroll.meta_loss(forward, params0, x_syn, y_syn, log_lr.exp(), batches,
+            return unroll.meta_loss(forward, params0, x_syn, y_syn, log_lr.exp(), batches,
                                      x_real, y_real, vectorize, autograd=False)
 
         compiled = torch.compile(loss_fn, dynamic=False)
@@ -257,12 +261,12 @@ def make_step(variant, w, n_steps):
 
         return step
     vectorize = {"batched": "batched", "vmap": True, "loop": False}[parts[0]]
-    segment = _unroll.checkpoint_schedule(n_steps) if "ckpt" in parts else None
+    segment = unroll.checkpoint_schedule(n_steps) if "ckpt" in parts else None
     bf16 = "bf16" in parts
 
     def step(params0, leaves):
         with torch.autocast(w["device"].type, dtype=torch.bfloat16, enabled=bf16):
-            return _unroll.meta_value_and_grad(forward, params0, synthetic, leaves, batches,
+            return unroll.meta_value_and_grad(forward, params0, synthetic, leaves, batches,
                                                x_real, y_real, vectorize, segment)
 
     return step

@@ -77,3 +77,39 @@ def test_interleaved_times_shuffles_the_order_of_the_variants_each_round(bench_s
     calls.clear()
     speed.interleaved_times(fns, min_time=0, min_rounds=5, max_rounds=5, shuffle=False)
     assert calls == ["naive", "a", "b"] * 5
+
+
+def _compare(tmp_path, baseline, *extra):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--baseline", str(baseline),
+         "--configs", "2x3", "--rounds", "2", "--min-call-time", "0", "--out-dir",
+         str(tmp_path), *extra],
+        cwd=ROOT, timeout=120, env=env, capture_output=True, text=True,
+    )
+
+
+def test_compare_times_a_checkout_against_itself(tmp_path):
+    done = _compare(tmp_path, ROOT)
+    assert done.returncode == 0, done.stderr
+    (record,) = json.loads((tmp_path / "compare.json").read_text())["records"]
+    assert (record["n_inits"], record["n_steps"]) == (2, 3)
+    assert record["max_rel_error"] == 0.0  # the same core gives the same bits
+    assert set(record["ms"]) == {"baseline", "current", "naive"}
+    assert all(ms > 0 for ms in record["ms"].values())
+    assert "current speed-up" in (tmp_path / "compare.md").read_text()
+
+
+def test_compare_refuses_cores_that_compute_different_gradients(tmp_path):
+    # A baseline whose inner steps go uphill: not the same meta-gradient, so no timing.
+    source = (ROOT / "skdistill" / "_unroll.py").read_text()
+    patched = source.replace("alpha=neg_lr_values[t]", "alpha=-neg_lr_values[t]")
+    assert patched != source
+    (tmp_path / "skdistill").mkdir()
+    (tmp_path / "skdistill" / "_unroll.py").write_text(patched)
+    done = _compare(tmp_path, tmp_path)
+    assert done.returncode != 0
+    assert "the cores differ" in done.stderr
+    assert not (tmp_path / "compare.json").exists()
+    missing = _compare(tmp_path, tmp_path / "nowhere")
+    assert missing.returncode != 0 and "--baseline: no skdistill/_unroll.py" in missing.stderr
