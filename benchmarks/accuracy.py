@@ -203,6 +203,13 @@ def parse_args(argv=None):
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.name = args.name or ("accuracy_quick" if args.quick else "accuracy")
+    if args.from_saved and "distilled" in args.methods:
+        missing = [f"{args.from_saved}_{d}_ipc{i}.pt" for d in args.datasets for i in args.ipc
+                   if not Path(f"{args.from_saved}_{d}_ipc{i}.pt").is_file()]
+        if missing:  # before the datasets load and the selectors run
+            parser.error(f"--from-saved {args.from_saved}: no such file(s): "
+                         f"{', '.join(missing)} (STEM is a path: the --save-dir of the fit "
+                         "joined with its --name)")
     # what the distiller and the selectors build for module_params=None (the ConvNet: 32x2)
     args.module_params = default_module_params(args.module, args.module_params)
     if args.eval_module is None:

@@ -108,6 +108,20 @@ def test_accuracy_benchmark_evaluates_a_saved_set_again_with_an_lr_schedule(tmp_
     assert "x 0.1 after half the epochs" in table and "| loaded |" in table
 
 
+def test_accuracy_benchmark_refuses_a_missing_saved_set_before_any_work(bench_script, tmp_path,
+                                                                        capsys):
+    acc = bench_script("accuracy")
+    stem = str(tmp_path / "nothing")
+    with pytest.raises(SystemExit):
+        acc.parse_args(["--datasets", "digits", "--ipc", "1", "--methods", "distilled",
+                        "--from-saved", stem])
+    assert f"no such file(s): {stem}_digits_ipc1.pt" in capsys.readouterr().err
+    # the selectors alone need no saved set
+    args = acc.parse_args(["--datasets", "digits", "--ipc", "1", "--methods", "random",
+                           "--from-saved", stem])
+    assert args.from_saved == stem
+
+
 def test_accuracy_benchmark_records_an_interrupted_fit_in_its_table(bench_script):
     from sklearn.exceptions import ConvergenceWarning
 
