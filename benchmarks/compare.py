@@ -57,6 +57,13 @@ def _checkout_commit(checkout):
         return "unknown"
 
 
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _config(text):
     try:
         n_inits, n_steps = (int(v) for v in text.lower().split("x"))
@@ -74,12 +81,12 @@ def parse_args(argv=None):
                         help="root of the other checkout (e.g. a git worktree)")
     parser.add_argument("--workload", choices=["digits_mlp", "fashion_convnet"],
                         default="digits_mlp")
-    parser.add_argument("--variant", default="batched",
-                        help="a speed.py core variant, e.g. batched, loop, vmap, loop+bf16")
+    parser.add_argument("--variant", default="batched", choices=speed.CORE_VARIANTS,
+                        help="speed.py's core variant to time")
     parser.add_argument("--configs", nargs="+", type=_config, default=[(4, 10), (16, 10),
                                                                        (4, 50)],
                         metavar="DxT", help="θ0 draws x unrolled steps")
-    parser.add_argument("--rounds", type=int, default=15, help="timed rounds")
+    parser.add_argument("--rounds", type=_positive_int, default=15, help="timed rounds")
     parser.add_argument("--min-call-time", type=float, default=0.1,
                         help="each timed call repeats the meta step for at least this long "
                              "(seconds), so that short steps are not timer noise")

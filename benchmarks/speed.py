@@ -240,7 +240,7 @@ def make_step(variant, w, n_steps, unroll=_unroll):
     # under vmap, by torch.autograd.grad in a loop); batched: the hand-written MLP path that
     # skdistill picks for its MLPs
     forward = unroll.make_forward(w["net"], w["input_shape"],
-                                   analytic=parts[0] in ("batched", "compile"))
+                                  analytic=parts[0] in ("batched", "compile"))
     batches = [slice(None)]
 
     def synthetic(leaves):
@@ -251,7 +251,7 @@ def make_step(variant, w, n_steps, unroll=_unroll):
 
         def loss_fn(x_syn, log_lr, params0):
             return unroll.meta_loss(forward, params0, x_syn, y_syn, log_lr.exp(), batches,
-                                     x_real, y_real, vectorize, autograd=False)
+                                    x_real, y_real, vectorize, autograd=False)
 
         compiled = torch.compile(loss_fn, dynamic=False)
 
@@ -267,7 +267,7 @@ def make_step(variant, w, n_steps, unroll=_unroll):
     def step(params0, leaves):
         with torch.autocast(w["device"].type, dtype=torch.bfloat16, enabled=bf16):
             return unroll.meta_value_and_grad(forward, params0, synthetic, leaves, batches,
-                                               x_real, y_real, vectorize, segment)
+                                              x_real, y_real, vectorize, segment)
 
     return step
 

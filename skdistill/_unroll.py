@@ -756,8 +756,10 @@ def _accumulate(total, idx, value, scale):
     value = (value * scale).to(total.dtype)  # bf16 under autocast
     if isinstance(idx, torch.Tensor):
         total.index_add_(0, idx, value)
-    else:  # in place on the view: no copy back as ``total[idx] += value`` makes
+    elif isinstance(idx, slice):  # a view: in place, without setitem's copy back
         _rows(total, idx).add_(value)
+    else:
+        total[idx] += value
 
 
 def unroll_stacked(forward, params0, x_syn, y_syn, lrs, batches, vectorize=True):
