@@ -98,6 +98,14 @@ def stamp_lines(meta):
 # ---------------------------------------------------------------------- command line
 
 
+def positive_int(text):
+    """argparse ``type`` for counts that must be at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except for options whose default (None) depends on --quick: their
     own help says so."""

@@ -47,6 +47,7 @@ from _common import (  # noqa: E402
     Timer,
     markdown_table,
     mean_std,
+    positive_int,
     progress,
     stamp,
     stamp_lines,
@@ -79,13 +80,6 @@ QUICK = {"datasets": ["digits"], "ipc": [1], "max_iter": 200, "epochs": 200}
 
 def _lr_init(text):
     return text if text == "auto" else float(text)
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"needs at least 1 run, got {value}")
-    return value
 
 
 def _positive_float(text):
@@ -163,7 +157,7 @@ def parse_args(argv=None):
                              "F x F training images of 1/F the resolution "
                              "(DatasetDistiller(multi_formation=F), n_distilled = 10 * ipc * "
                              "F^2); the selectors keep 10 * ipc real images")
-    parser.add_argument("--validate-protocol2", type=_positive_int, nargs="?", const=1,
+    parser.add_argument("--validate-protocol2", type=positive_int, nargs="?", const=1,
                         default=None,
                         metavar="RUNS",
                         help="the distiller keeps the state that scores best by protocol 2 "

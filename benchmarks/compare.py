@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import speed  # noqa: E402
-from _common import HelpFormatter, markdown_table, stamp, stamp_lines  # noqa: E402
+from _common import HelpFormatter, markdown_table, positive_int, stamp, stamp_lines  # noqa: E402
 
 from skdistill import _unroll  # noqa: E402
 
@@ -57,13 +57,6 @@ def _checkout_commit(checkout):
         return "unknown"
 
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _config(text):
     try:
         n_inits, n_steps = (int(v) for v in text.lower().split("x"))
@@ -86,7 +79,7 @@ def parse_args(argv=None):
     parser.add_argument("--configs", nargs="+", type=_config, default=[(4, 10), (16, 10),
                                                                        (4, 50)],
                         metavar="DxT", help="θ0 draws x unrolled steps")
-    parser.add_argument("--rounds", type=_positive_int, default=15, help="timed rounds")
+    parser.add_argument("--rounds", type=positive_int, default=15, help="timed rounds")
     parser.add_argument("--min-call-time", type=float, default=0.1,
                         help="each timed call repeats the meta step for at least this long "
                              "(seconds), so that short steps are not timer noise")
