@@ -64,7 +64,7 @@ from skdistill import (  # noqa: E402
     load_mnist,
 )
 from skdistill.coreset import SELECTORS  # noqa: E402
-from skdistill.distiller import resolve_device  # noqa: E402
+from skdistill.distiller import _fit_length, resolve_device  # noqa: E402
 from skdistill.nets import default_module_params  # noqa: E402
 
 LOADERS = {"digits": load_digits_images, "fashion_mnist": load_fashion_mnist,
@@ -73,8 +73,7 @@ METHODS = ["distilled", *SELECTORS]
 LABELS = {"distilled": "distilled (DatasetDistiller)", "random": "random real",
           "means": "class means", "kmeans": "k-means centres", "herding": "herding",
           "kcenter": "k-center greedy"}
-FULL = {"datasets": ["digits", "fashion_mnist"], "ipc": [1, 10, 50], "max_iter": 500,
-        "epochs": 300}
+FULL = {"datasets": ["digits", "fashion_mnist"], "ipc": [1, 10, 50], "epochs": 300}
 QUICK = {"datasets": ["digits"], "ipc": [1], "max_iter": 200, "epochs": 200}
 
 
@@ -106,11 +105,13 @@ def parse_args(argv=None):
                         help="distilled and the coreset selectors to compare")
     parser.add_argument("--max-iter", type=int,
                         help="outer iterations of the distiller (each sees --batch-size real "
-                             "samples); modest so that Fashion-MNIST fits on a CPU (default: 500)")
+                             "samples) (default: the distiller's for --module: 250 for convnet, "
+                             "else 500)")
     parser.add_argument("--batch-size", type=int, default=256,
                         help="real samples per outer iteration of the distiller")
-    parser.add_argument("--n-steps", type=int, default=10,
-                        help="inner gradient steps of protocol 1 (distiller and selectors)")
+    parser.add_argument("--n-steps", type=int,
+                        help="inner gradient steps of protocol 1 (distiller and selectors) "
+                             "(default: the distiller's for --module: 20 for convnet, else 10)")
     parser.add_argument("--inner-lr", type=float, default=0.3,
                         help="constant step size of the selectors in protocol 1")
     parser.add_argument("--n-inits", type=int, default=5,
@@ -196,6 +197,9 @@ def parse_args(argv=None):
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    n_steps, max_iter = _fit_length(args.module)  # DatasetDistiller's defaults
+    args.n_steps = n_steps if args.n_steps is None else args.n_steps
+    args.max_iter = max_iter if args.max_iter is None else args.max_iter
     args.name = args.name or ("accuracy_quick" if args.quick else "accuracy")
     if args.from_saved and "distilled" in args.methods:
         missing = [f"{args.from_saved}_{d}_ipc{i}.pt" for d in args.datasets for i in args.ipc

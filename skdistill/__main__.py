@@ -58,7 +58,7 @@ def _demo(args):
 
     rows = []
     recipe = distiller.evaluate(X_test, y_test, n_inits=5, random_state=1)
-    rows.append((f"distilled, {n} images, learned recipe ({distiller.n_steps} steps)", recipe))
+    rows.append((f"distilled, {n} images, learned recipe ({distiller.n_steps_} steps)", recipe))
     rows.append((f"distilled, {n} images, standard training (Adam, 300 epochs)",
                  standard(distiller)))
     selector = RandomSelector(n_distilled=n, random_state=args.seed)
@@ -247,7 +247,7 @@ def _distill_one(args, rank):
           f"{len(classes)} classes; distilling to {n_distilled} samples"
           + (f" ({n_distilled // (f * f)} stored images of {f}x{f} tiles)" if f > 1 else "")
           + " with module "
-          f"{args.module}, {args.n_steps} steps")
+          f"{args.module}, {distiller._n_steps()} steps")
     start = time.perf_counter()
     distiller.fit(X, y)
     seconds = time.perf_counter() - start
@@ -396,7 +396,7 @@ def _info(args):
         + f", {arch['n_classes']} classes "
         f"{m['classes']['values'][:10]}{' ...' if arch['n_classes'] > 10 else ''}, "
         f"{'hard' if m['hard_labels'] else 'soft'} labels",
-        f"  recipe: {params.get('n_steps')} steps, batches of "
+        f"  recipe: {m['fitted'].get('n_steps', params.get('n_steps'))} steps, batches of "
         f"{params.get('distilled_batch_size') or 'the whole set'}",
         f"  fit: {m['fitted']['n_iter']} iterations, kept iteration {m['fitted']['best_iter']}"
         + (f", validation accuracy {100 * m['fitted']['best_validation_score']:.1f}%"
@@ -493,14 +493,16 @@ def _parser():
                         "state dicts (adaptation)")
     d.add_argument("--n-inits", type=_positive, default=4,
                        help="θ0 draws per iteration, split over processes under torchrun")
-    d.add_argument("--n-steps", type=_positive, default=10, help="unrolled inner steps")
+    d.add_argument("--n-steps", type=_positive,
+                   help="unrolled inner steps (default: 20 for convnet, else 10)")
     d.add_argument("--distilled-batch-size", type=_positive,
                    help="synthetic samples per step (default: all of them)")
     d.add_argument("--learn-labels", action="store_true", help="learn soft labels")
     d.add_argument("--relabel", nargs="+", metavar="SRC:DST",
                    help="malicious objective: networks trained on the set predict DST for "
                         "real samples of SRC")
-    d.add_argument("--max-iter", type=_positive, default=500, help="outer iterations")
+    d.add_argument("--max-iter", type=_positive,
+                   help="outer iterations (default: 250 for convnet, else 500)")
     d.add_argument("--batch-size", type=_positive, default=256,
                    help="real samples per outer iteration")
     d.add_argument("--max-train", type=_positive,

@@ -144,6 +144,7 @@ def save_distiller(distiller, path, *, metadata=None):
     fitted = {
         "n_features_in": int(distiller.n_features_in_),
         "n_iter": int(distiller.n_iter_),
+        "n_steps": int(distiller.n_steps_),
         "best_iter": int(distiller.best_iter_),
         "best_validation_score": _float_or_none(distiller.best_validation_score_),
         "input_shape": _list_or_none(distiller.input_shape_),

@@ -36,6 +36,12 @@ _MAX_VALIDATION_SAMPLES = 2000
 _FULL_MEMORY_STEPS = 20
 # inner_lr_init=None: measured for the built-in MLP; "auto" for other modules
 _MLP_INNER_LR = 0.2
+# (n_steps, max_iter) when both are None: the built-in ConvNet gains about 2 points of
+# Fashion-MNIST accuracy from twice the unroll for half the iterations, in the same time
+# (benchmarks/results/accuracy_fashion_mnist_convnet_default_steps20_seed*.md); the MLP's
+# 10 steps are the digits demo's.
+_FIT_LENGTH = {"convnet": (20, 250)}
+_FIT_LENGTH_OTHER = (10, 500)
 # candidates of inner_lr_init="auto": 0.001 to 1, a quarter decade apart
 _AUTO_INNER_LRS = [10 ** (k / 4) for k in range(-12, 1)]
 # "auto" takes the smallest candidate whose loss is within this share of the scan's whole
@@ -129,8 +135,12 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
     n_inits : int, default=4
         θ0 draws per outer iteration. A single θ0 (``"fixed"`` or one pretrained) is drawn
         once, whatever this value.
-    n_steps : int, default=10
-        Unrolled inner gradient-descent steps, each with its own learned step size.
+    n_steps : int, default=None
+        Unrolled inner gradient-descent steps, each with its own learned step size. None:
+        20 for ``module="convnet"``, 10 for every other module. A ConvNet on Fashion-MNIST
+        (one image per class) trained with 20 steps for 250 iterations reached 75.7-76.3 %
+        by ordinary training (three seeds), against 73.9-74.5 % with 10 steps for 500
+        iterations, in about the same time. The value used is ``n_steps_``.
     distilled_batch_size : int, default=None
         None: every step uses the whole synthetic set. Otherwise the set is cut into
         class-balanced batches of this size, cycled in order over the ``n_steps`` steps.
@@ -169,8 +179,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         decay from ``learning_rate`` to zero.
     batch_size : int, default=256
         Real samples per outer iteration (all of them when fewer).
-    max_iter : int, default=500
-        Outer iterations.
+    max_iter : int, default=None
+        Outer iterations. None: 250 for ``module="convnet"`` (whose default unroll is twice
+        as long; see ``n_steps``), 500 for every other module.
     validation_fraction : float, default=0.1
         Share of the training data held out to score the synthetic set every
         ``validation_interval`` iterations with fixed θ0 draws, at most 2,000 samples (the
@@ -261,8 +272,11 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         Class of each synthetic sample, from ``classes_``.
     distilled_y_proba_ : ndarray of shape (n_distilled, n_classes)
         Training targets of the synthetic samples: one-hot, or the learned soft labels.
-    learned_lr_ : ndarray of shape (n_steps,)
+    learned_lr_ : ndarray of shape (n_steps_,)
         Positive step size of each unrolled step.
+    n_steps_ : int
+        Number of unrolled steps of the learned recipe: ``n_steps``, or its default for the
+        module.
     inner_lr_init_ : float
         The step size the fit started from: ``inner_lr_init``, or the one ``"auto"`` chose.
     classes_ : ndarray of shape (n_classes,)
@@ -319,7 +333,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         "multi_formation": [Interval(Integral, 1, None, closed="left")],
         "model_init": [StrOptions({"random", "fixed"}), nn.Module, dict, list],
         "n_inits": [Interval(Integral, 1, None, closed="left")],
-        "n_steps": [Interval(Integral, 1, None, closed="left")],
+        "n_steps": [Interval(Integral, 1, None, closed="left"), None],
         "distilled_batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "inner_lr_init": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"}),
                           None],
@@ -330,7 +344,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         "step_size_learning_rate": [Interval(Real, 0, None, closed="neither")],
         "learning_rate_schedule": [StrOptions({"constant", "cosine"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left"), None],
         # the integer 0 disables validation as 0.0 does (a fraction, so 1 is not allowed)
         "validation_fraction": [Interval(RealNotInt, 0, 1, closed="left"),
                                 Options(Integral, {0})],
@@ -361,7 +375,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         multi_formation=1,
         model_init="random",
         n_inits=4,
-        n_steps=10,
+        n_steps=None,
         distilled_batch_size=None,
         inner_lr_init=None,
         learn_lr=True,
@@ -371,7 +385,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         step_size_learning_rate=0.01,
         learning_rate_schedule="cosine",
         batch_size=256,
-        max_iter=500,
+        max_iter=None,
         validation_fraction=0.1,
         n_iter_no_change=None,
         validation_interval=10,
@@ -585,7 +599,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         if self.compile and self._segment() is not None:
             raise ValueError(
                 f"compile=True needs every unrolled step in memory, but memory={self.memory!r} "
-                f"with n_steps={self.n_steps} checkpoints; set memory='full'."
+                f"with n_steps={self._n_steps()} checkpoints; set memory='full'."
             )
         n_features = X.shape[1]
         input_shape = check_input_shape(self.input_shape, self.module, n_features)
@@ -837,7 +851,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             state = {
                 "z": z.to(device),
                 # "auto" is replaced below, once the networks and batches are set up
-                "log_lr": torch.full((self.n_steps,), math.log(
+                "log_lr": torch.full((self._n_steps(),), math.log(
                     0.2 if self._inner_lr_init() == "auto" else self._inner_lr_init()
                 )).to(device),
                 "label_logits": label_init.to(device),
@@ -848,10 +862,10 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 f"({state['label_logits'].shape[0]} synthetic samples before, "
                 f"{syn_class.shape[0]} now)."
             )
-        if state["log_lr"].shape[0] != self.n_steps:
+        if state["log_lr"].shape[0] != self._n_steps():
             raise ValueError(
                 f"warm_start=True cannot change n_steps ({state['log_lr'].shape[0]} -> "
-                f"{self.n_steps})."
+                f"{self._n_steps()})."
             )
         trainable = [state["z"]]
         groups = [{"params": [state["z"]]}]
@@ -866,7 +880,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         optimizer = torch.optim.Adam(groups, lr=self.learning_rate)
         scheduler = None
         if self.learning_rate_schedule == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.max_iter)
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self._max_iter())
         # Adam's moments carry over a warm start; the schedule starts again unless resuming.
         previous = resume["optimizer"] if resume is not None else (
             self._optimizer_state if s["warm"] else None)
@@ -916,7 +930,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             # the leaves are the tensors of ``state`` themselves
             x = images(state["z"])
             if strategy is not None:
-                x = augment_steps(x, batches, self.n_steps, s["input_shape"], strategy,
+                x = augment_steps(x, batches, self._n_steps(), s["input_shape"], strategy,
                                   aug_seed[0])
             return x, targets(state), state["log_lr"].exp()
 
@@ -980,7 +994,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 list(resume[k]) for k in ("loss_curve", "val_scores", "val_iters"))
             best = {k: v.to(device) for k, v in resume["best"].items()}
             best_iter, best_score = resume["best_iter"], resume["best_score"]
-            n_target = max(self.max_iter, n_iter0)
+            n_target = max(self._max_iter(), n_iter0)
         else:
             n_iter0 = self.n_iter_ if s["warm"] else 0
             loss_curve = list(self.loss_curve_) if s["warm"] else []
@@ -992,7 +1006,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 best_score = validate(state, n_iter0)
                 val_scores.append(best_score)
                 val_iters.append(n_iter0)
-            n_target = n_iter0 + self.max_iter
+            n_target = n_iter0 + self._max_iter()
         last_good = snapshot(state)
 
         def save_checkpoint(n_iter):
@@ -1087,7 +1101,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                         and it - best_iter >= self.n_iter_no_change):
                     break
         except KeyboardInterrupt:
-            stop_reason = f"the fit was interrupted at iteration {it}"
+            stop_reason = f"the fit was interrupted at iteration {it} of {n_target}"
         finally:
             if progress is not None:
                 progress.close()
@@ -1160,6 +1174,19 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             for i in range(0, order.shape[0], self.distilled_batch_size)
         ]
 
+    def _n_steps(self):
+        """``n_steps`` with None resolved by module (:func:`_fit_length`)."""
+        return self.n_steps if self.n_steps is not None else _fit_length(self.module)[0]
+
+    def _max_iter(self):
+        """``max_iter`` with None resolved by module (:func:`_fit_length`)."""
+        return self.max_iter if self.max_iter is not None else _fit_length(self.module)[1]
+
+    @property
+    def n_steps_(self):
+        check_is_fitted(self, "learned_lr_")
+        return int(self.learned_lr_.shape[0])
+
     def _inner_lr_init(self):
         """``inner_lr_init`` with None resolved: 0.2 for the built-in MLP, else "auto"."""
         if self.inner_lr_init is not None:
@@ -1186,7 +1213,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         params0 = sample_params(p_init, net, n_draw, sub, device)
         scanned = []  # (step size, loss) up to the first minimum
         for lr in _AUTO_INNER_LRS:
-            lrs = torch.full((self.n_steps,), lr, device=device)
+            lrs = torch.full((self._n_steps(),), lr, device=device)
             final = _unroll.unroll_stacked(forward, params0, x_syn, y_syn, lrs, batches,
                                            vectorize)
             loss = _unroll.final_loss(forward, final, x_real, y_real, vectorize).item()
@@ -1212,9 +1239,10 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
     def _segment(self):
         """Nested segment sizes of checkpointing (:func:`_unroll.checkpoint_schedule`), or
         None to keep every step."""
-        if self.memory == "full" or (self.memory == "auto" and self.n_steps <= _FULL_MEMORY_STEPS):
+        n_steps = self._n_steps()
+        if self.memory == "full" or (self.memory == "auto" and n_steps <= _FULL_MEMORY_STEPS):
             return None
-        return _unroll.checkpoint_schedule(self.n_steps)
+        return _unroll.checkpoint_schedule(n_steps)
 
     def _vectorize(self, forward, net, n_draws=None):
         device_type = torch.device(resolve_device(self.device)).type
@@ -1344,6 +1372,12 @@ def _all_reduce_mean(loss, grads, share):
 _CHECKPOINT_FORMAT = ("skdistill-checkpoint", 1)
 
 
+def _fit_length(module):
+    """Default ``(n_steps, max_iter)`` of ``module`` (a name or an ``nn.Module``)."""
+    return _FIT_LENGTH.get(module, _FIT_LENGTH_OTHER) if isinstance(module, str) else (
+        _FIT_LENGTH_OTHER)
+
+
 def _fingerprint(est, n_features, classes):
     """What a checkpoint must agree on with the estimator that resumes it."""
     return {
@@ -1351,7 +1385,7 @@ def _fingerprint(est, n_features, classes):
         "classes": [str(c) for c in classes.tolist()],
         "n_distilled": int(est.n_distilled),
         "multi_formation": int(est.multi_formation),
-        "n_steps": int(est.n_steps),
+        "n_steps": int(est._n_steps()),
         "learn_lr": bool(est.learn_lr),
         "learn_labels": bool(est.learn_labels),
     }

@@ -48,7 +48,7 @@ def test_multi_formation_beats_full_size_images_at_the_same_storage_on_fashion_m
     for f in (1, 2):
         distiller = DatasetDistiller(
             n_distilled=10 * f * f, multi_formation=f, module="convnet",
-            input_shape=(1, 28, 28), n_inits=2, max_iter=30, inner_lr_init=0.0316,
+            input_shape=(1, 28, 28), n_inits=2, n_steps=10, max_iter=30, inner_lr_init=0.0316,
             validation_fraction=0, random_state=seed,
         ).fit(data.X_train, data.y_train)
         scores[f] = distiller.evaluate(X_test, y_test, n_inits=5, random_state=0).mean()

@@ -122,6 +122,17 @@ def test_accuracy_benchmark_refuses_a_missing_saved_set_before_any_work(bench_sc
     assert args.from_saved == stem
 
 
+def test_accuracy_benchmark_takes_the_distiller_s_default_length(bench_script):
+    acc = bench_script("accuracy")
+    base = ["--datasets", "digits", "--ipc", "1"]
+    args = acc.parse_args(base + ["--module", "convnet"])
+    assert (args.n_steps, args.max_iter) == (20, 250)
+    args = acc.parse_args(base)  # the MLP
+    assert (args.n_steps, args.max_iter) == (10, 500)
+    args = acc.parse_args(base + ["--module", "convnet", "--quick", "--n-steps", "5"])
+    assert (args.n_steps, args.max_iter) == (5, 200)
+
+
 def test_accuracy_benchmark_records_an_interrupted_fit_in_its_table(bench_script):
     from sklearn.exceptions import ConvergenceWarning
 

@@ -49,6 +49,19 @@ def test_distill_writes_a_file_that_loads(digits_file, capsys):
     code, out, _ = run(capsys, "info", digits_file)
     assert code == 0
     assert "architecture: mlp" in out and "dataset=digits" in out and "10 samples" in out
+    assert "recipe: 10 steps" in out
+
+
+def test_distill_takes_the_module_s_default_length(capsys, tmp_path):
+    """Without --n-steps / --max-iter, the distiller's defaults for the module apply (20
+    steps for convnet) and `info` reports the steps used."""
+    path = tmp_path / "conv.skd"
+    code, out, _ = run(capsys, "distill", "digits", "--module", "convnet", "--module-params",
+                       '{"width": 2, "depth": 1}', "--max-iter", 1, "-v", 0, "-o", path)
+    assert code == 0 and "with module convnet, 20 steps" in out
+    assert DatasetDistiller.load(path).learned_lr_.shape == (20,)
+    code, out, _ = run(capsys, "info", path)
+    assert code == 0 and "recipe: 20 steps" in out
 
 
 def test_distill_with_multi_formation(capsys, tmp_path):

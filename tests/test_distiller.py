@@ -87,6 +87,45 @@ def test_auto_inner_lr_init_picks_from_the_grid_and_follows_the_data_scale(digit
     assert any(np.isclose(lenet.inner_lr_init_, 10 ** (k / 4)) for k in range(-12, 1))
 
 
+def test_n_steps_and_max_iter_default_by_module(digits_split, tmp_path):
+    """None (the default) means 20 steps and 250 iterations for the built-in ConvNet, 10 and
+    500 for other modules; the values used drive the fit and are kept, the parameters stay
+    None (so clone and get_params give back what the user passed)."""
+    X, _, y, _ = digits_split
+    X, y = X[:100], y[:100]
+
+    def stop_at_2(distiller, n_iter):  # the interruption names the iteration count aimed at
+        if n_iter == 2:
+            raise KeyboardInterrupt
+
+    small = dict(n_distilled=10, n_inits=1, batch_size=20, validation_fraction=0,
+                 inner_lr_init=0.05, random_state=0, device="cpu", callback=stop_at_2)
+    conv = DatasetDistiller(module="convnet", module_params={"width": 2, "depth": 1},
+                            input_shape=(1, 8, 8), **small)
+    assert conv.get_params()["n_steps"] is None and conv.get_params()["max_iter"] is None
+    assert not hasattr(conv, "n_steps_")
+    with pytest.warns(ConvergenceWarning, match="interrupted at iteration 2 of 250;"):
+        conv.fit(X, y)
+    assert conv.n_steps_ == 20 and conv.learned_lr_.shape == (20,)
+    assert clone(conv).get_params()["n_steps"] is None
+    path = tmp_path / "conv.skd"
+    conv.save(path)
+    assert DatasetDistiller.load(path).n_steps_ == 20
+
+    mlp = DatasetDistiller(module_params={"hidden_layer_sizes": (4,)}, **small)
+    with pytest.warns(ConvergenceWarning, match="interrupted at iteration 2 of 500;"):
+        mlp.fit(X, y)
+    assert mlp.n_steps_ == 10
+    # explicit values win for every module
+    conv.set_params(n_steps=3, max_iter=1).fit(X, y)
+    assert conv.n_steps_ == 3 and conv.n_iter_ == 1
+    # a warm start keeps the resolved length: the default ConvNet cannot continue at 10 steps
+    warm = clone(conv).set_params(n_steps=None, max_iter=1, warm_start=True).fit(X, y)
+    assert warm.n_steps_ == 20
+    with pytest.raises(ValueError, match=r"cannot change n_steps \(20 -> 10\)"):
+        warm.set_params(n_steps=10).fit(X, y)
+
+
 @pytest.mark.parametrize("losses, expected", [
     # falls, rises, falls lower further up (chaotic training): the first minimum
     ([2.0, 1.5, 1.2, 1.3, 0.9, 0.8, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0], 2),
