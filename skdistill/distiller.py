@@ -36,7 +36,7 @@ _MAX_VALIDATION_SAMPLES = 2000
 _FULL_MEMORY_STEPS = 20
 # inner_lr_init=None: measured for the built-in MLP; "auto" for other modules
 _MLP_INNER_LR = 0.2
-# (n_steps, max_iter) when both are None: the built-in ConvNet gains about 2 points of
+# (n_steps, max_iter) that None stands for, by module: the built-in ConvNet gains about 2 points of
 # Fashion-MNIST accuracy from twice the unroll for half the iterations, in the same time
 # (benchmarks/results/accuracy_fashion_mnist_convnet_default_steps20_seed*.md); the MLP's
 # 10 steps are the digits demo's.
