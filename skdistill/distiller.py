@@ -105,9 +105,10 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         Constructor arguments of the module, e.g. ``{"hidden_layer_sizes": (64,)}`` for
         ``"mlp"`` or ``{"width": 128, "depth": 3}`` for ``"convnet"``. None: the module's
         own defaults, except that ``"convnet"`` is of width 32 and depth 2, which distilled
-        Fashion-MNIST in 12 minutes on one CPU thread (74.5 % with one image per class,
-        evaluated on the literature's width-128 depth-3 ConvNet); distilling with that
-        ConvNet itself (``{}``) takes about two hours there, 91 s on an H200 GPU (77.1 %).
+        Fashion-MNIST in 9-11 minutes on one CPU thread (75.7-76.3 % with one image per
+        class, evaluated on the literature's width-128 depth-3 ConvNet); distilling with that
+        ConvNet itself (``{}``) takes about two hours there, 91 s on an H200 GPU (77.1 %, at
+        10 steps).
     input_shape : tuple of int, default=None
         Shape of one sample, e.g. ``(1, 28, 28)``; rows of ``X`` are reshaped to it before
         the network. When None and the module is a convolutional built-in, ``(1, s, s)`` is
