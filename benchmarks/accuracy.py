@@ -150,6 +150,10 @@ def parse_args(argv=None):
     parser.add_argument("--distill-lr-init", type=_lr_init, default=None,
                         help="the distiller's inner_lr_init: a number or auto (default: its "
                              "own, 0.2 for the MLP and auto for other modules)")
+    parser.add_argument("--distill-init", choices=["real", "noise", *SELECTORS], default="real",
+                        help="the distiller's initial images: random real ones (its default), "
+                             "noise, or those a coreset selector of the training split picks "
+                             "(with --multi-formation F, F^2 per stored image)")
     parser.add_argument("--distill-inits", type=int, default=None,
                         help="θ0 draws per outer iteration of the distiller (its n_inits; "
                              "default: the distiller's own, 4)")
@@ -252,6 +256,13 @@ def build(method, ipc, data, args, device):
         if args.multi_formation > 1:
             common["n_distilled"] *= args.multi_formation ** 2
             extra["multi_formation"] = args.multi_formation
+        if args.distill_init in SELECTORS:
+            picked, classes = SELECTORS[args.distill_init](
+                n_distilled=common["n_distilled"], random_state=args.seed,
+            ).fit_resample(data.X_train, data.y_train)
+            extra["init"] = picked[np.argsort(classes, kind="stable")]  # rows by class
+        elif args.distill_init != "real":
+            extra["init"] = args.distill_init
         return DatasetDistiller(max_iter=args.max_iter, batch_size=args.batch_size,
                                 learn_labels=args.learn_labels, **extra, **common)
     return SELECTORS[method](inner_lr=args.inner_lr, **common)
@@ -337,6 +348,7 @@ def report(results, args, meta):
         f"`n_steps={args.n_steps}` with learned step sizes", f"`learn_labels={args.learn_labels}`",
         *([f"`n_inits={args.distill_inits}`"] if args.distill_inits else []),
         *([f"`inner_lr_init={args.distill_lr_init}`"] if args.distill_lr_init else []),
+        *([f"initial images from `{args.distill_init}`"] if args.distill_init != "real" else []),
         *([f"`multi_formation={args.multi_formation}` (ipc counts the stored images; each "
            f"decodes into {args.multi_formation ** 2} training images, so the distilled set "
            f"trains on {args.multi_formation ** 2} x ipc images per class)"]

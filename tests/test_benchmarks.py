@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,6 +132,26 @@ def test_accuracy_benchmark_takes_the_distiller_s_default_length(bench_script):
     assert (args.n_steps, args.max_iter) == (10, 500)
     args = acc.parse_args(base + ["--module", "convnet", "--quick", "--n-steps", "5"])
     assert (args.n_steps, args.max_iter) == (5, 200)
+
+
+def test_accuracy_benchmark_starts_the_distiller_from_a_selector_s_images(bench_script):
+    from skdistill.coreset import Herding
+
+    acc = bench_script("accuracy")
+    args = acc.parse_args(["--datasets", "digits", "--ipc", "1", "--module", "convnet",
+                           "--module-params", '{"width": 2, "depth": 1}', "--multi-formation",
+                           "2", "--distill-init", "herding", "--max-iter", "1", "--n-steps", "2"])
+    data = acc.load("digits", None)
+    est = acc.build("distilled", 1, data, args, torch.device("cpu"))
+    picked, classes = Herding(n_distilled=40, random_state=0).fit_resample(data.X_train,
+                                                                          data.y_train)
+    order = np.argsort(classes, kind="stable")
+    np.testing.assert_array_equal(est.init, picked[order])
+    assert np.all(np.diff(classes[order]) >= 0) and np.bincount(classes).tolist() == [4] * 10
+    est.fit(data.X_train, data.y_train)  # accepted: 40 rows, by class, for 10 stored images
+    assert est.stored_X_.shape == (10, 64)
+    with pytest.raises(SystemExit):
+        acc.parse_args(["--distill-init", "median"])
 
 
 def test_accuracy_benchmark_records_an_interrupted_fit_in_its_table(bench_script):
