@@ -95,6 +95,22 @@ def stamp_lines(meta):
     ]
 
 
+def start_run(args):
+    """Apply ``args.threads`` and resolve ``args.device``; return ``(device, meta, config)``.
+
+    ``meta`` is the run's :func:`stamp` and ``config`` the arguments as a JSON-ready dict,
+    both written with the results.
+    """
+    import torch
+
+    from skdistill.distiller import resolve_device
+
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    return device, stamp(device), config
+
+
 # ---------------------------------------------------------------------- command line
 
 

@@ -37,7 +37,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.exceptions import ConvergenceWarning
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,7 +48,7 @@ from _common import (  # noqa: E402
     mean_std,
     positive_int,
     progress,
-    stamp,
+    start_run,
     stamp_lines,
     standard_classifier,
     standard_training,
@@ -64,7 +63,7 @@ from skdistill import (  # noqa: E402
     load_mnist,
 )
 from skdistill.coreset import SELECTORS  # noqa: E402
-from skdistill.distiller import _fit_length, resolve_device  # noqa: E402
+from skdistill.distiller import _fit_length  # noqa: E402
 from skdistill.nets import default_module_params  # noqa: E402
 
 LOADERS = {"digits": load_digits_images, "fashion_mnist": load_fashion_mnist,
@@ -446,10 +445,7 @@ def figure(results, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    meta = stamp(device)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    device, meta, config = start_run(args)
     data = {ds: load(ds, args.data_home) for ds in args.datasets}
     # Progress: one step per distiller iteration, per selection and per protocol.
     per_block = sum(args.max_iter if m == "distilled" else 1 for m in args.methods)

@@ -54,7 +54,7 @@ from _common import (  # noqa: E402
     markdown_table,
     mean_std,
     progress,
-    stamp,
+    start_run,
     stamp_lines,
     write_results,
 )
@@ -326,10 +326,7 @@ def figure(records):
 
 def main(argv=None):
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    meta = stamp(device)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    device, meta, config = start_run(args)
     total = args.n_pretrained + args.n_unseen + sum(args.max_iter) + len(args.n_images)
     bar = progress(total, "adaptation", disable=args.no_progress)
     try:

@@ -39,12 +39,11 @@ from _common import (  # noqa: E402
     mean_std,
     progress,
     publish,
-    stamp,
+    start_run,
     stamp_lines,
 )
 
 from skdistill import DatasetDistiller, load_digits_images, load_fashion_mnist  # noqa: E402
-from skdistill.distiller import resolve_device  # noqa: E402
 
 # (dataset, images per class, extra parameters, label)
 FULL = [
@@ -243,10 +242,7 @@ def figure(records):
 
 def main(argv=None):
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    meta = stamp(device)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    device, meta, config = start_run(args)
     total = sum(max_iter_for(ds, args) for ds, _, _, _ in args.configs)
     bar = progress(total, "compression", disable=args.no_progress)
     loaders = {"digits": lambda: load_digits_images(),

@@ -45,7 +45,7 @@ from _common import (  # noqa: E402
     markdown_table,
     mean_std,
     progress,
-    stamp,
+    start_run,
     stamp_lines,
     write_results,
 )
@@ -305,10 +305,7 @@ def figure(rec, info):
 
 def main(argv=None):
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    meta = stamp(device)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    device, meta, config = start_run(args)
     bar = progress(args.n_nets + args.n_unseen + args.max_iter + 1, "poisoning",
                    disable=args.no_progress)
     try:

@@ -25,7 +25,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.exceptions import ConvergenceWarning
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,7 +34,7 @@ from _common import (  # noqa: E402
     markdown_table,
     progress,
     publish,
-    stamp,
+    start_run,
     stamp_lines,
     standard_classifier,
 )
@@ -80,9 +79,7 @@ def parse_args(argv=None):
     return args
 
 
-def run(args):
-    torch.set_num_threads(args.threads)
-    device = accuracy.resolve_device(args.device)
+def run(args, device):
     data = accuracy.load(args.dataset, args.data_home)
     runs = args.validate_protocol2 or 1
     scorer = BothProtocols(
@@ -160,9 +157,8 @@ def figure(result):
 
 def main(argv=None):
     args = parse_args(argv)
-    meta = stamp(accuracy.resolve_device(args.device))
-    result = run(args)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    device, meta, config = start_run(args)
+    result = run(args, device)
     publish(args.name, report(result, args, meta),
             {"meta": meta, "config": config, "result": result}, figure(result), args.out_dir)
 

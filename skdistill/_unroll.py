@@ -19,7 +19,6 @@ unrolled steps.
 """
 
 import contextlib
-import math
 import warnings
 
 import torch

@@ -172,7 +172,7 @@ def test_accuracy_benchmark_records_an_interrupted_fit_in_its_table(bench_script
                 raise KeyboardInterrupt
 
     data = acc.load("digits", None)
-    device = acc.resolve_device("cpu")
+    device = torch.device("cpu")
     with pytest.warns(ConvergenceWarning, match="interrupted at iteration 7"):
         record = acc.run_one("distilled", 1, data, args, device, InterruptingBar(), "digits")
     assert record["n_iter"] == 7 and record["best_iter"] in (0, 2, 4, 6)
@@ -180,7 +180,7 @@ def test_accuracy_benchmark_records_an_interrupted_fit_in_its_table(bench_script
     assert f"iteration {record['best_iter']}" in message
     results = {"digits": {"info": {"n_train": len(data.y_train), "n_test": len(data.y_test),
                                    "image_shape": data.image_shape}, "records": [record]}}
-    table = acc.report(results, args, acc.stamp(device))
+    table = acc.report(results, args, bench_script("_common").stamp(device))
     assert "Warning of the fit of distilled (DatasetDistiller), ipc 1: the fit was interrupted" \
         in table
 
@@ -206,7 +206,7 @@ def test_accuracy_benchmark_interrupts_a_fit_at_its_deadline(bench_script, monke
             pass
 
     data = acc.load("digits", None)
-    device = acc.resolve_device("cpu")
+    device = torch.device("cpu")
     with pytest.warns(ConvergenceWarning, match="interrupted at iteration 5"):
         record = acc.run_one("distilled", 1, data, args, device, Bar(), "digits")
     assert record["n_iter"] == 5 and record["best_iter"] in (0, 2, 4)
@@ -223,7 +223,7 @@ def test_accuracy_benchmark_can_keep_the_state_that_protocol_2_prefers(bench_scr
     with pytest.raises(SystemExit):  # no runs is refused by the parser
         acc.parse_args(["--validate-protocol2", "0"])
     data = acc.load("digits", None)
-    device = acc.resolve_device("cpu")
+    device = torch.device("cpu")
     est = acc.build("distilled", 1, data, args, device)
     scorer = est.validation_scoring
     assert (scorer.n_runs, scorer.random_state) == (3, 5)
@@ -244,7 +244,7 @@ def test_accuracy_benchmark_can_keep_the_state_that_protocol_2_prefers(bench_scr
     results = {"digits": {"info": {"n_train": len(data.y_train), "n_test": len(data.y_test),
                                    "image_shape": data.image_shape}, "records": [record]}}
     assert "the kept state chosen by protocol 2 (3 run(s))" in acc.report(
-        results, args, acc.stamp(device))
+        results, args, bench_script("_common").stamp(device))
 
 
 def test_trajectory_scores_every_validation_point_by_both_protocols(bench_script, tmp_path):
