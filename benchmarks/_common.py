@@ -114,6 +114,27 @@ def start_run(args):
 # ---------------------------------------------------------------------- command line
 
 
+def add_output_args(parser, stem):
+    """``--out-dir``, ``--name`` and ``--no-progress``, the same in every script."""
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
+                        help="where the .md, .json and .png files go")
+    parser.add_argument("--name", default=None,
+                        help=f"output file stem (default: {stem}, or {stem}_quick with --quick)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def finish_args(args, stem, defaults=None):
+    """Fill the options left at None from ``defaults`` and name the outputs.
+
+    ``--quick`` changes the defaults only: options given explicitly still apply.
+    """
+    for key, value in (defaults or {}).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.name = args.name or (f"{stem}_quick" if args.quick else stem)
+    return args
+
+
 def positive_int(text):
     """argparse ``type`` for counts that must be at least 1."""
     value = int(text)

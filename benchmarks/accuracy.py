@@ -41,17 +41,18 @@ from sklearn.exceptions import ConvergenceWarning
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    RESULTS_DIR,
     HelpFormatter,
     Timer,
+    add_output_args,
+    finish_args,
     markdown_table,
     mean_std,
     positive_int,
     progress,
-    start_run,
     stamp_lines,
     standard_classifier,
     standard_training,
+    start_run,
     write_results,
 )
 
@@ -180,8 +181,6 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (small networks run best on one)")
     parser.add_argument("--data-home", default=None, help="where the dataset files are")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
-                        help="where the .md, .json and .png files go")
     parser.add_argument("--save-dir", type=Path, default=None,
                         help="also write each fitted distiller there "
                              "(DatasetDistiller.save, <name>_<dataset>_ipc<ipc>.pt), to "
@@ -190,20 +189,12 @@ def parse_args(argv=None):
                         help="evaluate the distilled sets written by --save-dir "
                              "(STEM_<dataset>_ipc<ipc>.pt) instead of distilling; the "
                              "distiller options must be the ones they were fitted with")
-    parser.add_argument("--name", default=None,
-                        help="output file stem (default: accuracy, or accuracy_quick with "
-                             "--quick)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_output_args(parser, "accuracy")
     args = parser.parse_args(argv)
-    # --quick changes the defaults only: options given explicitly still apply.
-    defaults = QUICK if args.quick else FULL
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    finish_args(args, "accuracy", QUICK if args.quick else FULL)
     n_steps, max_iter = _fit_length(args.module)  # DatasetDistiller's defaults
     args.n_steps = n_steps if args.n_steps is None else args.n_steps
     args.max_iter = max_iter if args.max_iter is None else args.max_iter
-    args.name = args.name or ("accuracy_quick" if args.quick else "accuracy")
     if args.from_saved and "distilled" in args.methods:
         missing = [f"{args.from_saved}_{d}_ipc{i}.pt" for d in args.datasets for i in args.ipc
                    if not Path(f"{args.from_saved}_{d}_ipc{i}.pt").is_file()]

@@ -48,14 +48,16 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 from _common import (  # noqa: E402
-    RESULTS_DIR,
+    HelpFormatter,
     Timer,
+    add_output_args,
     balanced_sample,
+    finish_args,
     markdown_table,
     mean_std,
     progress,
-    start_run,
     stamp_lines,
+    start_run,
     write_results,
 )
 
@@ -74,7 +76,7 @@ def parse_args(argv=None):
         description="Adapt LeNets pretrained on upscaled scikit-learn digits to MNIST with "
                     "distilled images, against fine-tuning on random real MNIST images with "
                     "the same steps.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--quick", action="store_true",
                         help="CI mode: 10 images, 60 iterations, 2 pretrained networks "
@@ -101,21 +103,13 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="auto", help="torch device; auto: CUDA if any")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--data-home", default=None, help="where MNIST IDX files are, if any")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
-                        help="where the .md, .json and .png files go")
-    parser.add_argument("--name", default=None,
-                        help="output file stem (default: adaptation, or adaptation_quick)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_output_args(parser, "adaptation")
     args = parser.parse_args(argv)
-    defaults = QUICK if args.quick else FULL
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    finish_args(args, "adaptation", QUICK if args.quick else FULL)
     if len(args.max_iter) == 1:
         args.max_iter = args.max_iter * len(args.n_images)
     if len(args.max_iter) != len(args.n_images):
         parser.error("--max-iter needs one value, or one per --n-images value")
-    args.name = args.name or ("adaptation_quick" if args.quick else "adaptation")
     return args
 
 

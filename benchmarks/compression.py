@@ -33,14 +33,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    RESULTS_DIR,
+    HelpFormatter,
     Timer,
+    add_output_args,
+    finish_args,
     markdown_table,
     mean_std,
     progress,
     publish,
-    start_run,
     stamp_lines,
+    start_run,
 )
 
 from skdistill import DatasetDistiller, load_digits_images, load_fashion_mnist  # noqa: E402
@@ -61,7 +63,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="File size of saved distillations against the size of their training "
                     "sets, and the accuracy of the loaded files.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--quick", action="store_true",
                         help="CI mode: digits, 1 image per class, 50 iterations (seconds); "
@@ -76,15 +78,10 @@ def parse_args(argv=None):
     parser.add_argument("--keep-files", type=Path, default=None,
                         help="directory to keep the saved distillations in (default: a "
                              "temporary one)")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
-                        help="where the .md, .json and .png files go")
-    parser.add_argument("--name", default=None,
-                        help="output file stem (default: compression, or compression_quick)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_output_args(parser, "compression")
     args = parser.parse_args(argv)
     args.configs = QUICK if args.quick else FULL
-    args.name = args.name or ("compression_quick" if args.quick else "compression")
-    return args
+    return finish_args(args, "compression")
 
 
 def max_iter_for(dataset, args):

@@ -39,14 +39,16 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 from _common import (  # noqa: E402
-    RESULTS_DIR,
+    HelpFormatter,
     Timer,
+    add_output_args,
     balanced_sample,
+    finish_args,
     markdown_table,
     mean_std,
     progress,
-    start_run,
     stamp_lines,
+    start_run,
     write_results,
 )
 
@@ -65,7 +67,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Distil images whose learned steps make well-trained Fashion-MNIST "
                     "ConvNets predict --target for --source while keeping the other classes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--quick", action="store_true",
                         help="CI mode: 3,000 training images, 40 iterations, 2 networks (about "
@@ -98,19 +100,11 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="auto", help="torch device; auto: CUDA if any")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--data-home", default=None, help="where the Fashion-MNIST files are")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
-                        help="where the .md, .json and .png files go")
-    parser.add_argument("--name", default=None,
-                        help="output file stem (default: poisoning, or poisoning_quick)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_output_args(parser, "poisoning")
     args = parser.parse_args(argv)
-    defaults = QUICK if args.quick else FULL
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    finish_args(args, "poisoning", QUICK if args.quick else FULL)
     if args.source == args.target or not (0 <= args.source < 10 and 0 <= args.target < 10):
         parser.error("--source and --target must be two different classes in 0..9")
-    args.name = args.name or ("poisoning_quick" if args.quick else "poisoning")
     return args
 
 

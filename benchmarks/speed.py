@@ -76,8 +76,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    RESULTS_DIR,
     HelpFormatter,
+    add_output_args,
+    finish_args,
     markdown_table,
     progress,
     stamp,
@@ -763,11 +764,7 @@ def parse_args(argv=None):
                         help="torch device of every variant: cpu, cuda, cuda:1 or auto (CUDA "
                              "if any); on CUDA, peak memory is torch.cuda.max_memory_allocated")
     parser.add_argument("--data-home", default=None, help="where the Fashion-MNIST files are")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
-                        help="where the .md, .json and .png files go")
-    parser.add_argument("--name", default=None,
-                        help="output file stem (default: speed, or speed_quick with --quick)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_output_args(parser, "speed")
     parser.add_argument("--verbose", action="store_true",
                         help="print tracebacks of failing variants (torch.compile)")
     args = parser.parse_args(argv)
@@ -787,8 +784,7 @@ def parse_args(argv=None):
     for key in ("compile_max_steps", "compile_workloads", "min_time"):
         if getattr(args, key) is None:
             setattr(args, key, defaults[key])
-    args.name = args.name or ("speed_quick" if args.quick else "speed")
-    return args
+    return finish_args(args, "speed")
 
 
 def benchmark_device(name):
