@@ -273,6 +273,37 @@ def standard_training(X_syn, y_syn, X_train, y_train, X_test, y_test, *, seeds, 
 # ---------------------------------------------------------------------- plain GD baselines
 
 
+def adam_train(make_net, X, y, *, seed, epochs, lr, batch_size, shape):
+    """``make_net()`` trained with Adam on ``(X, y)``: a pretrained network, in eval mode.
+
+    The network's init and the batch order come from ``seed`` (the global RNG is restored).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = make_net()
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        xt = torch.as_tensor(X).reshape(-1, *shape)
+        yt = torch.as_tensor(y)
+        for _ in range(epochs):
+            for b in torch.randperm(len(yt)).split(batch_size):
+                opt.zero_grad()
+                F.cross_entropy(net(xt[b]), yt[b]).backward()
+                opt.step()
+    return net.eval()
+
+
+def predict(net, X, shape, chunk=2048):
+    """Predicted classes of ``net`` for the rows of ``X`` (images of ``shape``), as numpy."""
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([net(c.reshape(-1, *shape)).argmax(1)
+                          for c in torch.as_tensor(X).split(chunk)]).numpy()
+
+
 def gd_steps(net, steps, X, targets, shape):
     """The learned recipe's loop on a module: θ ← θ − η_t ∇ CE(net(X[rows_t]), targets[rows_t]).
 

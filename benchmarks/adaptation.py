@@ -126,24 +126,12 @@ def upscale_digits(X8):
 
 def pretrain(X, y, seed, epochs, lr=1e-3, batch_size=64):
     """LeNet trained with Adam on (X, y): the pretrained weights of one seed."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = LeNet(SHAPE, 10)
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
-        xt = torch.as_tensor(X).reshape(-1, *SHAPE)
-        yt = torch.as_tensor(y)
-        for _ in range(epochs):
-            for b in torch.randperm(len(yt)).split(batch_size):
-                opt.zero_grad()
-                F.cross_entropy(net(xt[b]), yt[b]).backward()
-                opt.step()
-    return net.eval()
+    return _common.adam_train(lambda: LeNet(SHAPE, 10), X, y, seed=seed, epochs=epochs, lr=lr,
+                              batch_size=batch_size, shape=SHAPE)
 
 
 def accuracy(net, X, y):
-    with torch.no_grad():
-        logits = torch.cat([net(c.reshape(-1, *SHAPE)) for c in torch.as_tensor(X).split(2048)])
-    return float((logits.argmax(1).numpy() == np.asarray(y)).mean())
+    return float((_common.predict(net, X, SHAPE) == np.asarray(y)).mean())
 
 
 def gd_steps(net, steps, X, targets):

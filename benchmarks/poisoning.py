@@ -33,8 +33,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
@@ -113,24 +111,12 @@ def parse_args(argv=None):
 
 def train_net(X, y, seed, epochs, width, depth, lr=2e-3, batch_size=128):
     """A ConvNet trained with Adam on (X, y): one well-trained θ0."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = ConvNet(SHAPE, 10, width=width, depth=depth)
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
-        xt = torch.as_tensor(X).reshape(-1, *SHAPE)
-        yt = torch.as_tensor(y)
-        for _ in range(epochs):
-            for b in torch.randperm(len(yt)).split(batch_size):
-                opt.zero_grad()
-                F.cross_entropy(net(xt[b]), yt[b]).backward()
-                opt.step()
-    return net.eval()
+    return _common.adam_train(lambda: ConvNet(SHAPE, 10, width=width, depth=depth), X, y,
+                              seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, shape=SHAPE)
 
 
 def predict(net, X):
-    with torch.no_grad():
-        return torch.cat([net(c.reshape(-1, *SHAPE)).argmax(1)
-                          for c in torch.as_tensor(X).split(2048)]).numpy()
+    return _common.predict(net, X, SHAPE)
 
 
 def measure(net, X, y, source, target):
