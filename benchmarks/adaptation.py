@@ -62,7 +62,6 @@ from _common import (  # noqa: E402
 )
 
 from skdistill import DatasetDistiller, load_digits_images, load_mnist  # noqa: E402
-from skdistill.distiller import resolve_device  # noqa: E402
 from skdistill.nets import LeNet  # noqa: E402
 
 SHAPE = (1, 28, 28)
@@ -145,7 +144,7 @@ def real_steps(n, lrs):
 # ---------------------------------------------------------------------- the experiment
 
 
-def run(args, bar):
+def run(args, bar, device):
     rng = np.random.RandomState(args.seed)
     digits = load_digits_images()
     X_src = upscale_digits(np.concatenate([digits.X_train, digits.X_test]))
@@ -191,7 +190,7 @@ def run(args, bar):
             n_distilled=n_images, module="lenet", input_shape=SHAPE,
             model_init=[n.state_dict() for n in seen], n_inits=min(2, len(seen)),
             n_steps=args.n_steps, inner_lr_init=args.inner_lr_init, max_iter=max_iter,
-            batch_size=256, random_state=args.seed, device=str(resolve_device(args.device)),
+            batch_size=256, random_state=args.seed, device=str(device),
             callback=lambda d, it: bar.update(1),
         )
         with Timer() as t_fit:
@@ -312,7 +311,7 @@ def main(argv=None):
     total = args.n_pretrained + args.n_unseen + sum(args.max_iter) + len(args.n_images)
     bar = progress(total, "adaptation", disable=args.no_progress)
     try:
-        info, records = run(args, bar)
+        info, records = run(args, bar, device)
     finally:
         bar.close()
     import matplotlib.pyplot as plt

@@ -51,7 +51,6 @@ from _common import (  # noqa: E402
 )
 
 from skdistill import DatasetDistiller, load_fashion_mnist  # noqa: E402
-from skdistill.distiller import resolve_device  # noqa: E402
 from skdistill.nets import ConvNet  # noqa: E402
 
 SHAPE = (1, 28, 28)
@@ -139,7 +138,7 @@ def aggregate(results):
 # ---------------------------------------------------------------------- the experiment
 
 
-def run(args, bar):
+def run(args, bar, device):
     rng = np.random.RandomState(args.seed)
     data = load_fashion_mnist(data_home=args.data_home)
     idx = rng.choice(len(data.y_train), args.n_train + args.n_train // 10, replace=False)
@@ -170,7 +169,7 @@ def run(args, bar):
         model_init=[n.state_dict() for n in seen], n_inits=min(2, len(seen)),
         relabel={src: dst}, n_steps=args.n_steps, inner_lr_init=args.inner_lr_init,
         learning_rate=args.learning_rate, max_iter=args.max_iter, batch_size=256,
-        random_state=args.seed, device=str(resolve_device(args.device)),
+        random_state=args.seed, device=str(device),
         callback=lambda d, it: bar.update(1),
     )
     with Timer() as t_fit:
@@ -289,7 +288,7 @@ def main(argv=None):
     bar = progress(args.n_nets + args.n_unseen + args.max_iter + 1, "poisoning",
                    disable=args.no_progress)
     try:
-        info, rec, distiller = run(args, bar)
+        info, rec, distiller = run(args, bar, device)
     finally:
         bar.close()
     import matplotlib.pyplot as plt
