@@ -81,12 +81,14 @@ from _common import (  # noqa: E402
     finish_args,
     markdown_table,
     progress,
+    set_allocator,
     stamp,
     stamp_lines,
     write_results,
 )
 
 from skdistill import _unroll, load_digits_images, load_fashion_mnist  # noqa: E402
+from skdistill._alloc import retain_freed_memory  # noqa: E402
 from skdistill.distiller import resolve_device  # noqa: E402
 from skdistill.nets import MLP, ConvNet, sample_params  # noqa: E402
 
@@ -424,6 +426,8 @@ def _vm_kb(field):
 def _memory_child(spec, conn):
     """Runs in a fresh process: peak RSS increase of one meta step."""
     try:
+        if spec["retain_freed_memory"]:  # the parent's allocator setting (--default-malloc)
+            retain_freed_memory()
         torch.set_num_threads(spec["threads"])
         w = torch.load(spec["workload_file"], weights_only=False)
         step = make_step(spec["variant"], w, spec["n_steps"])
@@ -501,7 +505,8 @@ def memory_sweep(w, workload_file, n_inits, steps, args, ctx, bar):
             elif "skipped" not in rec:
                 spec = {"variant": variant, "n_inits": n_inits, "n_steps": n_steps,
                         "threads": args.threads, "inner_lr": args.inner_lr,
-                        "seed": args.seed, "workload_file": str(workload_file)}
+                        "seed": args.seed, "workload_file": str(workload_file),
+                        "retain_freed_memory": not args.default_malloc}
                 parent, child = ctx.Pipe(duplex=False)
                 proc = ctx.Process(target=_memory_child, args=(spec, child))
                 proc.start()
@@ -804,6 +809,7 @@ def main(argv=None):
     torch._dynamo.config.cache_size_limit = 64
     device = benchmark_device(args.device)
     meta = stamp(device)
+    set_allocator(args, meta)
     meta["device_type"] = device.type
     meta["tf32"] = bool(args.tf32 and device.type == "cuda")
     meta["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from ._alloc import retain_freed_memory
+
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 
 
@@ -567,6 +569,8 @@ def _positive(text):
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
+    # A command runs in a process of its own: keep freed memory for reuse (skdistill._alloc).
+    retain_freed_memory()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as exc:
