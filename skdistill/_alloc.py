@@ -4,17 +4,17 @@ PyTorch's CPU tensors come from ``malloc``. glibc serves every block above its m
 threshold (at most 32 MiB) with a fresh ``mmap`` and unmaps it on ``free``, so each large
 activation of a step is first touched page by page: a minor page fault per 4 KiB, paid
 again at every step. A ConvNet 128x3 on a 1,024-image batch allocates and frees hundreds of
-megabytes per layer and per step, and on the 2-core Xeon of the benchmarks these faults took
-13-15 % of a distillation fit (``benchmarks/README.md``, "Allocator"). Turning off mmap for
-``malloc`` and raising the trim threshold makes freed blocks stay in the heap, where the
-next step reuses them without faults. The arithmetic, and so every result, is unchanged;
+megabytes per layer and per step; on the 2-core Xeon of the benchmarks three iterations of
+such a fit took 211 s with the faults and 179 s without (``benchmarks/README.md``,
+"Allocator"). Turning off mmap for ``malloc`` and raising the trim threshold makes freed
+blocks stay in the heap, where the next step reuses them without faults. The arithmetic, and so every result, is unchanged;
 the process keeps its peak memory until it exits instead of returning it to the system.
 
 This changes the whole process, so the library never does it on its own: the command line
 (``python -m skdistill``) and the benchmark scripts call :func:`retain_freed_memory` at
-start; in your own scripts, call it once, or set ``MALLOC_MMAP_MAX_=0`` and
-``MALLOC_TRIM_THRESHOLD_=<a large number>`` in the environment before Python starts (glibc
-reads them at start-up), or preload jemalloc or tcmalloc.
+start. For your own scripts set ``MALLOC_MMAP_MAX_=0`` and ``MALLOC_TRIM_THRESHOLD_=<a
+large number>`` in the environment before Python starts (glibc reads them at start-up), or
+preload jemalloc or tcmalloc.
 """
 
 import ctypes
