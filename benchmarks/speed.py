@@ -52,6 +52,8 @@ OMP_NUM_THREADS=1 python benchmarks/speed.py --quick
 OMP_NUM_THREADS=1 python benchmarks/speed.py
 python benchmarks/speed.py --workloads digits_mlp --n-inits 4 16 --n-steps 10 50
 python benchmarks/speed.py --device cuda --workloads fashion_convnet --n-inits 1 4 --n-steps 10
+python benchmarks/speed.py --workloads fashion_convnet32 --ipc 40 --batch-size 1024 \
+    --n-inits 1 --n-steps 30 --variants loop loop+bf16 --memory-steps 0
 """
 
 import argparse
@@ -95,7 +97,11 @@ from skdistill.nets import MLP, ConvNet, sample_params  # noqa: E402
 WORKLOADS = {
     "digits_mlp": "digits (8×8), MLP with 256 hidden units",
     "fashion_convnet": "Fashion-MNIST (28×28), ConvNet width 128 depth 3",
+    "fashion_convnet32": "Fashion-MNIST (28×28), ConvNet width 32 depth 2 (the distiller's "
+                         "default for module='convnet')",
 }
+# (width, depth) of the ConvNet workloads
+CONVNETS = {"fashion_convnet": (128, 3), "fashion_convnet32": (32, 2)}
 CORE_VARIANTS = ["batched", "vmap", "loop", "batched+ckpt", "vmap+ckpt", "loop+ckpt",
                  "batched+bf16", "vmap+bf16", "loop+bf16", "compile"]
 # The timing grid: (n_inits, n_steps). The ConvNet's meta step costs about
@@ -103,9 +109,11 @@ CORE_VARIANTS = ["batched", "vmap", "loop", "batched+ckpt", "vmap+ckpt", "loop+c
 FULL = {
     "workloads": ["digits_mlp", "fashion_convnet"],
     "grid": {"digits_mlp": [(i, t) for i in (1, 4, 16) for t in (10, 50, 100, 200)],
-             "fashion_convnet": [(1, 10), (4, 10), (1, 50)]},
+             "fashion_convnet": [(1, 10), (4, 10), (1, 50)],
+             # not run by default; the default fit's draws and unroll
+             "fashion_convnet32": [(2, 20)]},
     "memory_steps": [10, 50, 100, 200],
-    "memory_inits": {"digits_mlp": 4, "fashion_convnet": 1},
+    "memory_inits": {"digits_mlp": 4, "fashion_convnet": 1, "fashion_convnet32": 1},
     "compile_max_steps": 10,
     # Compiling the ConvNet's 10-step unroll took 13 min here and ran 2x slower than eager.
     "compile_workloads": ["digits_mlp"],
@@ -133,7 +141,8 @@ def load_workload(name, batch_size, ipc, seed, data_home=None, device="cpu"):
         shape = None
     else:
         data = load_fashion_mnist(data_home=data_home)
-        net = ConvNet(tuple(data.image_shape), 10, width=128, depth=3)
+        width, depth = CONVNETS[name]
+        net = ConvNet(tuple(data.image_shape), 10, width=width, depth=depth)
         shape = tuple(data.image_shape)
     rng = np.random.RandomState(seed)
     X, y = data.X_train, np.asarray(data.y_train)
