@@ -229,7 +229,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         for small MLPs but drifts over long ConvNet unrolls (cosine 0.86-0.98 measured by
         ``benchmarks/speed.py``); the ConvNet fits measured in ``benchmarks/README.md`` kept
         their float32 accuracy within 0.4 points. Small networks (the default ConvNet 32x2)
-        run no faster in bf16 on CPU. Validation and scoring stay in float32.
+        ran no faster in bf16 on an AVX-512 CPU without AMX. Validation and scoring stay in
+        float32.
     compile : bool, default=False
         Compile the meta-loss with ``torch.compile`` (every unrolled step in memory, so not
         with checkpointing: ``memory="full"``, or ``"auto"`` with at most 20 steps). The
