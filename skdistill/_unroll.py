@@ -498,7 +498,7 @@ def _reverse_nested(advance, reverse_leaf, segments, sizes, adjoint):
 
 
 def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_real, y_real,
-                        vectorize=True, segment=None, return_final=False):
+                        vectorize=True, segment=None):
     """The meta-loss and its gradient with respect to ``leaves``.
 
     Parameters
@@ -518,9 +518,6 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
         nest the segments: each level stores its segment starts and recomputes the next
         level's (memory about L·T^(1/L) for L - 1 sizes, one more pass per level). The
         gradient is the same to float tolerance.
-    return_final : bool, default=False
-        Also return θ_T of every draw (detached), which the unroll computes anyway: e.g. to
-        carry the draws on into the next iteration.
 
     Returns
     -------
@@ -528,8 +525,6 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
         Scalar, detached.
     grads : list of Tensor
         One per leaf (zeros where a leaf does not influence the loss).
-    final : dict of str to Tensor
-        Only with ``return_final``: the stacked parameters after the unroll.
     """
     syn = make_synthetic(leaves)
     n_steps = syn[2].shape[0]
@@ -538,22 +533,13 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
         if isinstance(syn[0], (list, tuple)):
             raise ValueError("the batched path takes one synthetic set, not one per step; "
                              "use vectorize=True or False.")
-        out = _dense_meta_value_and_grad(forward, params0, syn, leaves, batches,
-                                         x_real, y_real, sizes)
-        return out if return_final else out[:2]
+        return _dense_meta_value_and_grad(forward, params0, syn, leaves, batches,
+                                          x_real, y_real, sizes)
     if sizes is None:
-        if return_final:
-            final = _map_draws(
-                lambda p0: unroll(forward, p0, *syn, batches, autograd=vectorize is False),
-                params0, vectorize)
-            loss = final_loss(forward, final, x_real, y_real, vectorize)
-        else:
-            loss = meta_loss(forward, params0, *syn, batches, x_real, y_real, vectorize)
+        loss = meta_loss(forward, params0, *syn, batches, x_real, y_real, vectorize)
         grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-        grads = [torch.zeros_like(l) if g is None else g for l, g in zip(leaves, grads)]
-        if return_final:
-            return loss.detach(), grads, {k: v.detach() for k, v in final.items()}
-        return loss.detach(), grads
+        return loss.detach(), [torch.zeros_like(l) if g is None else g
+                               for l, g in zip(leaves, grads)]
 
     def run(params, x_syn, y_syn, lrs, start, stop):
         return _map_draws(
@@ -592,8 +578,6 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
         return grads[len(leaves):]
 
     _reverse_nested(advance, reverse_leaf, segments, sizes[1:], grad_final)
-    if return_final:
-        return loss.detach(), totals, {k: v.detach() for k, v in final.items()}
     return loss.detach(), totals
 
 
@@ -739,7 +723,6 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
             y_real, y_syn.shape[-1]).to(x_real.dtype)
         grads, cache = forward.grad_with_cache(params, x_real, targets)
         loss = _real_loss(cache["acts"][-1], y_real).mean()
-        final = params
         del cache, params
         # λ_T: gradient of the mean over draws of each draw's real-data loss
         lam = {k: g / n for k, g in grads.items()}
@@ -755,7 +738,7 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
             outputs.append(out)
             cotangents.append(cot)
     grads = torch.autograd.grad(outputs, leaves, grad_outputs=cotangents, allow_unused=True)
-    return loss, [torch.zeros_like(l) if g is None else g for l, g in zip(leaves, grads)], final
+    return loss, [torch.zeros_like(l) if g is None else g for l, g in zip(leaves, grads)]
 
 
 def _rows(tensor, idx):

@@ -136,17 +136,6 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
     n_inits : int, default=4
         θ0 draws per outer iteration. A single θ0 (``"fixed"`` or one pretrained) is drawn
         once, whatever this value.
-    inner_horizon : int, default=None
-        None: every iteration unrolls from fresh θ0 draws (the algorithm of Wang et al.),
-        so the set is tuned to the first ``n_steps`` steps of training. An integer H makes
-        the draws persistent, for a set that keeps teaching past them (truncated
-        back-propagation through a longer training run): each draw's next unroll starts
-        where its last one ended, from θ_T trained on the current synthetic set by the
-        learned recipe, and after each iteration every draw restarts from a fresh θ0 with
-        probability ``n_steps / H``, so a draw lives H steps on average. The meta-gradient
-        still flows through the ``n_steps`` of one unroll only; carrying the draws on costs
-        one more unroll without a graph per iteration. Must be at least ``n_steps``.
-        Validation and the learned recipe start from fresh θ0, as before.
     n_steps : int, default=None
         Unrolled inner gradient-descent steps, each with its own learned step size. None:
         20 for ``module="convnet"``, 10 for every other module. A ConvNet on Fashion-MNIST
@@ -347,7 +336,6 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         "multi_formation": [Interval(Integral, 1, None, closed="left")],
         "model_init": [StrOptions({"random", "fixed"}), nn.Module, dict, list],
         "n_inits": [Interval(Integral, 1, None, closed="left")],
-        "inner_horizon": [Interval(Integral, 1, None, closed="left"), None],
         "n_steps": [Interval(Integral, 1, None, closed="left"), None],
         "distilled_batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "inner_lr_init": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"}),
@@ -390,7 +378,6 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         multi_formation=1,
         model_init="random",
         n_inits=4,
-        inner_horizon=None,
         n_steps=None,
         distilled_batch_size=None,
         inner_lr_init=None,
@@ -426,7 +413,6 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self.multi_formation = multi_formation
         self.model_init = model_init
         self.n_inits = n_inits
-        self.inner_horizon = inner_horizon
         self.n_steps = n_steps
         self.distilled_batch_size = distilled_batch_size
         self.inner_lr_init = inner_lr_init
@@ -617,11 +603,6 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             raise ValueError(
                 f"compile=True needs every unrolled step in memory, but memory={self.memory!r} "
                 f"with n_steps={self._n_steps()} checkpoints; set memory='full'."
-            )
-        if self.inner_horizon is not None and self.inner_horizon < self._n_steps():
-            raise ValueError(
-                f"inner_horizon={self.inner_horizon} is shorter than one unroll "
-                f"(n_steps={self._n_steps()}); give inner_horizon >= n_steps or None."
             )
         n_features = X.shape[1]
         input_shape = check_input_shape(self.input_shape, self.module, n_features)
@@ -1051,15 +1032,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 "val_iters": list(val_iters),
                 "mean_std": (float(mean), float(std)),
                 "model_init": (p_init[0], None if p_init[1] is None else _to_cpu(p_init[1])),
-                "carried": None if carried is None else _to_cpu(carried),
-                "keep": None if keep is None else keep.cpu(),
             })
-        # inner_horizon: the draws of the last iteration trained on (θ_T of its unroll) and
-        # which of them carry on into the next one
-        carried = keep = None
-        if resume is not None and resume.get("carried") is not None:
-            carried = {k: v.to(device) for k, v in resume["carried"].items()}
-            keep = resume["keep"].to(device)
         stop_reason = None
         n_train = len(s["train"])
         batch = min(self.batch_size, n_train)
@@ -1071,20 +1044,12 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             for it in range(n_iter0 + 1, n_target + 1):
                 x_real, y_real = s["train"].take(rng.choice(n_train, batch, replace=False))
                 params0 = sample_params(p_init, net, n_draw, rng, device, subset=my_draws)
-                if carried is not None:
-                    params0 = _carry_on(params0, carried, keep)
                 if strategy is not None:
                     aug_seed[0] = rng.randint(_MAX_SEED)
                 with torch.autocast(device.type, dtype=torch.bfloat16,
                                     enabled=self.precision == "bfloat16"):
-                    final = None
                     if compiled is not None:
                         loss, grads = compiled(params0, trainable, x_real, y_real)
-                    elif self.inner_horizon is not None:
-                        loss, grads, final = _unroll.meta_value_and_grad(
-                            forward, params0, synthetic, trainable, batches, x_real, y_real,
-                            meta_vectorize, segment, return_final=True,
-                        )
                     else:
                         loss, grads = _unroll.meta_value_and_grad(
                             forward, params0, synthetic, trainable, batches, x_real, y_real,
@@ -1105,19 +1070,6 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                     )
                     break
                 last_good = snapshot(state)
-                if self.inner_horizon is not None:
-                    if final is None:  # the compiled meta-gradient does not return θ_T
-                        with torch.no_grad(), torch.autocast(
-                                device.type, dtype=torch.bfloat16,
-                                enabled=self.precision == "bfloat16"):
-                            final = _unroll.unroll_stacked(forward, params0,
-                                                           *synthetic(trainable), batches,
-                                                           meta_vectorize)
-                    # θ_T of this iteration's unroll, on the set before its update
-                    carried = {k: v.float() for k, v in final.items()}
-                    del final
-                    restart = rng.random_sample(n_draw) < self._n_steps() / self.inner_horizon
-                    keep = torch.as_tensor(~restart[my_draws], device=device)
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
@@ -1336,15 +1288,6 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         return pred == y_idx[None, :]
 
 
-def _carry_on(fresh, carried, keep):
-    """θ0 of this iteration: the carried draws where ``keep``, else the fresh ones."""
-    out = {}
-    for k, v in fresh.items():
-        mask = keep.view(-1, *([1] * (v.dim() - 1)))
-        out[k] = torch.where(mask, carried[k].to(v.dtype), v)
-    return out
-
-
 def decode_stored(stored, input_shape, factor, dtype):
     """``distilled_X_`` of ``stored_X_`` (float32 arithmetic, so that a saved file decodes to
     the very same array)."""
@@ -1448,7 +1391,6 @@ def _fingerprint(est, n_features, classes):
         "n_steps": int(est._n_steps()),
         "learn_lr": bool(est.learn_lr),
         "learn_labels": bool(est.learn_labels),
-        "inner_horizon": None if est.inner_horizon is None else int(est.inner_horizon),
     }
 
 
@@ -1492,8 +1434,8 @@ def _read_checkpoint(path):
 
 def _check_checkpoint_fits(payload, est, n_features, classes):
     expected = _fingerprint(est, n_features, classes)
-    # files written before multi_formation or inner_horizon existed hold no entry for them
-    found = {"multi_formation": 1, "inner_horizon": None, **payload["fingerprint"]}
+    # files written before multi_formation existed hold no entry for it: they had one
+    found = {"multi_formation": 1, **payload["fingerprint"]}
     diff = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
     if diff:
         detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
