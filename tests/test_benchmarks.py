@@ -268,3 +268,24 @@ def test_trajectory_scores_every_validation_point_by_both_protocols(bench_script
         table = (tmp_path / f"{name}.md").read_text()
         assert "| kept |" in table or "| kept" in table
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
+
+
+def test_accuracy_benchmark_whitens_both_splits_with_a_whitening_fitted_on_train(bench_script):
+    from skdistill.preprocessing import ZCAWhitening
+
+    acc = bench_script("accuracy")
+    with pytest.raises(SystemExit):  # a regularisation must be positive
+        acc.parse_args(["--zca", "0"])
+    args = acc.parse_args(["--datasets", "digits", "--ipc", "1", "--zca", "0.1"])
+    data = acc.load("digits", None)
+    white = acc.whiten(data, args.zca)
+    zca = ZCAWhitening(regularization=0.1).fit(data.X_train)
+    np.testing.assert_allclose(white.X_test, zca.transform(data.X_test), rtol=1e-6)
+    np.testing.assert_allclose(white.X_train.mean(axis=0), 0, atol=1e-5)
+    assert white.y_train is data.y_train and white.image_shape == data.image_shape
+    # the loaded data are left as they were
+    np.testing.assert_array_equal(data.X_test, acc.load("digits", None).X_test)
+    results = {"digits": {"info": {"n_train": 1, "n_test": 1, "image_shape": (1, 8, 8)},
+                          "records": []}}
+    table = acc.report(results, args, bench_script("_common").stamp(torch.device("cpu")))
+    assert "ZCAWhitening(regularization=0.1)" in table
