@@ -42,7 +42,7 @@ def test_regularisation_leaves_each_direction_variance_lambda_over_lambda_plus_e
     along = zca.transform(correlated) @ vectors[:, ::-1]
     np.testing.assert_allclose(along.var(axis=0, ddof=1), lam / (lam + zca.epsilon_),
                                rtol=1e-6)
-    # stronger regularisation whitens less: the weakest direction keeps less variance
+    # the weakest direction is damped to well below unit variance, not amplified
     assert (lam / (lam + zca.epsilon_))[-1] < 0.5
 
 
