@@ -46,6 +46,15 @@ def test_regularisation_leaves_each_direction_variance_lambda_over_lambda_plus_e
     assert (lam / (lam + zca.epsilon_))[-1] < 0.5
 
 
+def test_covariance_summed_in_blocks_equals_numpy_s(correlated, monkeypatch):
+    from skdistill import preprocessing
+
+    monkeypatch.setattr(preprocessing, "_CHUNK", 7)  # 400 rows: 58 blocks, the last short
+    zca = ZCAWhitening().fit(correlated.astype(np.float32))
+    lam = np.linalg.eigvalsh(np.cov(correlated.astype(np.float32), rowvar=False))[::-1]
+    np.testing.assert_allclose(zca.eigenvalues_, lam, rtol=1e-5)
+
+
 def test_inverse_transform_recovers_the_input(correlated):
     zca = ZCAWhitening(regularization=0.1).fit(correlated)
     np.testing.assert_allclose(zca.inverse_transform(zca.transform(correlated)), correlated,
