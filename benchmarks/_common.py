@@ -118,18 +118,13 @@ def set_allocator(args, meta):
     """Keep freed memory in the process unless ``--default-malloc``; records it in ``meta``.
 
     See :mod:`skdistill._alloc`: the same arithmetic, without a page fault per 4 KiB of every
-    large tensor. ``--default-malloc`` names glibc's default ``MALLOC_MMAP_MAX_`` in the
-    environment, which tells the fits (whose own scope would keep the memory) and the child
-    processes to leave the allocator alone.
+    large tensor.
     """
     from skdistill._alloc import retain_freed_memory, user_tuned
 
-    tuned = not args.default_malloc and user_tuned()
-    if args.default_malloc:
-        os.environ["MALLOC_MMAP_MAX_"] = "65536"
     retained = not args.default_malloc and retain_freed_memory()
     meta["allocator"] = ("glibc malloc keeping freed memory (skdistill._alloc)" if retained
-                         else "as the environment's MALLOC_* settings make it" if tuned
+                         else "as the environment's MALLOC_* settings make it" if user_tuned()
                          else "default")
 
 

@@ -3,29 +3,27 @@
 PyTorch's CPU tensors come from ``malloc``. glibc serves every block above its mmap
 threshold (at most 32 MiB) with a fresh ``mmap`` and unmaps it on ``free``, so each large
 activation of a step is first touched page by page: a minor page fault per 4 KiB, paid
-again at every step. A ConvNet fit on a 1,024-image real batch allocates and frees hundreds
-of megabytes per layer and per step: on the 2-core AMD EPYC of the benchmarks an iteration
-of the ten-per-class Fashion-MNIST fit took 57 s with the faults and 32 s without; on the
-Intel Xeon three iterations of a ConvNet 128x3 fit took 211 s and 179 s
-(``benchmarks/README.md``, "Allocator"). Turning off mmap for ``malloc`` and raising the
-trim threshold makes freed blocks stay in the heap, where the next step reuses them without
-faults. The arithmetic, and so every result, is unchanged.
+again at every step. Turning off mmap for ``malloc`` and raising the trim threshold makes
+freed blocks stay in the heap, where the next step reuses them without faults. The
+arithmetic, and so every result, is unchanged. What it buys depends on the machine
+(``benchmarks/allocator.py`` times fits both ways in one process; ``benchmarks/README.md``,
+"Allocator"): on an Intel Xeon three iterations of a ConvNet 128x3 fit took 179 s against
+211 s by default; on an AMD EPYC, Fashion-MNIST ConvNet 32x2 fits ran no faster with it
+(0.94x), though glibc still faulted in every large block afresh.
 
-Two scopes:
+So the library never changes the allocator on its own. Two scopes, for scripts:
 
-- :func:`keep_freed_memory`, a context manager: what ``DatasetDistiller.fit`` runs in on the
-  CPU (and ``DistilledClassifier`` while it trains its network). It applies the setting, and
-  on exit puts glibc's limits back and returns the freed memory to the system
-  (``malloc_trim``), so the process keeps its peak memory only while the fit runs. Nested
-  and concurrent uses share one application (the outermost exit restores).
 - :func:`retain_freed_memory`: for the whole process, never undone. The command line
   (``python -m skdistill``) and the benchmark scripts call it at start.
+- :func:`keep_freed_memory`, a context manager: the setting inside the block; on exit
+  glibc's limits come back and the freed memory goes back to the system (``malloc_trim``),
+  so the process holds its peak memory only meanwhile. Nested and concurrent uses share one
+  application (the outermost exit restores).
 
 Neither changes anything where the C library is not glibc (macOS, Windows, musl), nor where
 the environment already tunes glibc's allocator (any of ``MALLOC_MMAP_MAX_``,
 ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_``, or
-``glibc.malloc`` in ``GLIBC_TUNABLES``): that choice is the user's. Setting
-``MALLOC_MMAP_MAX_=65536`` (glibc's default) is the way to keep the default allocator.
+``glibc.malloc`` in ``GLIBC_TUNABLES``): that choice is the user's.
 """
 
 import contextlib

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from ._validation import restore_on_error
 from .augment import AugmentedModule, check_strategy
-from .distiller import DatasetDistiller, _host_memory, resolve_device
+from .distiller import DatasetDistiller, resolve_device
 from .nets import MAX_SEED, check_input_shape, make_module, reset_parameters
 
 __all__ = ["DistilledClassifier", "LearnedStepSizes"]
@@ -301,8 +301,7 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
                 if strategy is not None:
                     module = AugmentedModule(module, strategy, seed=rng.randint(MAX_SEED))
                 net = self._standard_net(module)
-            with _host_memory(resolve_device(self.device)):
-                net.fit(self._net_input(X_syn), y_proba.astype(np.float32))
+            net.fit(self._net_input(X_syn), y_proba.astype(np.float32))
         self.net_ = net
         return self
 

@@ -1,6 +1,5 @@
 """DatasetDistiller: dataset distillation (Wang et al. 2018) as a scikit-learn estimator."""
 
-import contextlib
 import copy
 import math
 import os
@@ -18,7 +17,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from . import _alloc, _formation, _unroll
+from . import _formation, _unroll
 from ._base import ScoredSamplerMixin
 from ._validation import restore_on_error
 from .augment import augment_steps, check_strategy
@@ -467,7 +466,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self : DatasetDistiller
         """
         setup = self._prepare(X, y)
-        with _unroll.ieee_float32(), _host_memory(setup["device"]):
+        with _unroll.ieee_float32():
             self._run(setup)
         return self
 
@@ -1287,16 +1286,6 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         known = np.isin(y, self.classes_)
         y_idx = np.where(known, np.searchsorted(self.classes_, np.where(known, y, self.classes_[0])), -1)
         return pred == y_idx[None, :]
-
-
-def _host_memory(device):
-    """The allocator scope of a fit on ``device``: freed memory kept for reuse on the CPU.
-
-    glibc would otherwise map and fault in every large activation afresh at every step
-    (:mod:`skdistill._alloc`; an iteration of the ten-per-class Fashion-MNIST ConvNet fit
-    took 57 s that way against 32 s with the memory kept, on two cores).
-    """
-    return _alloc.keep_freed_memory() if device.type == "cpu" else contextlib.nullcontext()
 
 
 def decode_stored(stored, input_shape, factor, dtype):

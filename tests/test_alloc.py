@@ -1,4 +1,4 @@
-"""The allocator setting of the command line and the benchmarks: freed memory is reused."""
+"""The allocator settings of skdistill._alloc: freed memory is reused, and given back."""
 
 import json
 import os
@@ -44,8 +44,8 @@ def test_retained_memory_is_reused_without_page_faults():
     assert max(retained["faults"][4:]) < 0.01 * PAGES
 
 
-# Faults of a 128 MiB allocation: five times inside a keep_freed_memory block (or a fit's
-# callback), then twice after it; with the resident memory before and after the exit.
+# Faults of a 128 MiB allocation: five times inside a keep_freed_memory block, then twice
+# after it; with the resident memory before and after the exit.
 SCOPED = """
 import json, os, resource, sys, torch
 from skdistill import _alloc
@@ -60,34 +60,22 @@ def rss_kb():
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
 
-out = {"inside": [], "outer": []}
-if sys.argv[1] == "fit":
-    import numpy as np
-    from skdistill import DatasetDistiller
-    X = np.random.RandomState(0).rand(60, 4).astype(np.float32)
-    y = np.arange(60) % 2
-    def callback(est, n_iter):
-        if n_iter == 1:
-            out["in_force"] = _alloc._state["depth"] == 1 and _alloc._state["applied"]
-            out["inside"] += [faults() for _ in range(5)]
-    DatasetDistiller(n_distilled=2, max_iter=2, n_inits=1, validation_fraction=0,
-                     callback=callback, device="cpu").fit(X, y)
-else:
-    with _alloc.keep_freed_memory() as in_force:
-        out["in_force"] = in_force
-        with _alloc.keep_freed_memory():
-            out["inside"] += [faults()]
-        out["inside"] += [faults() for _ in range(4)]  # the inner exit restores nothing
-        big = torch.ones(2**26); big += 1; del big  # 256 MiB freed into the heap
-        out["rss_in"] = rss_kb()
-    out["rss_out"] = rss_kb()
+out = {"inside": []}
+with _alloc.keep_freed_memory() as in_force:
+    out["in_force"] = in_force
+    with _alloc.keep_freed_memory():
+        out["inside"] += [faults()]
+    out["inside"] += [faults() for _ in range(4)]  # the inner exit restores nothing
+    big = torch.ones(2**26); big += 1; del big  # 256 MiB freed into the heap
+    out["rss_in"] = rss_kb()
+out["rss_out"] = rss_kb()
 out["after"] = [faults(), faults()]
 print(json.dumps(out))
 """
 
 
-def scoped_probe(mode, env=None):
-    out = subprocess.run([sys.executable, "-c", SCOPED, mode], capture_output=True, text=True,
+def scoped_probe(env=None):
+    out = subprocess.run([sys.executable, "-c", SCOPED], capture_output=True, text=True,
                          check=True, timeout=300, env=env).stdout
     return json.loads(out)
 
@@ -99,7 +87,7 @@ def glibc():
 
 
 def test_keep_freed_memory_applies_inside_the_block_and_restores_after(glibc):
-    out = scoped_probe("block")
+    out = scoped_probe()
     assert out["in_force"]
     # the heap grows a few times (as in the test above), then serves without new pages
     assert sum(f > 0.5 * PAGES for f in out["inside"]) <= 3
@@ -110,17 +98,9 @@ def test_keep_freed_memory_applies_inside_the_block_and_restores_after(glibc):
     assert out["rss_in"] - out["rss_out"] > 200 * 1024
 
 
-def test_a_fit_on_cpu_keeps_freed_memory_while_it_runs(glibc):
-    out = scoped_probe("fit")
-    assert out["in_force"]
-    assert sum(f > 0.5 * PAGES for f in out["inside"]) <= 3
-    assert out["inside"][-1] < 0.01 * PAGES
-    assert min(out["after"]) > 0.9 * PAGES
-
-
 def test_an_allocator_tuned_in_the_environment_is_left_alone(glibc):
     env = {**os.environ, "MALLOC_MMAP_MAX_": "65536"}
-    out = scoped_probe("block", env=env)
+    out = scoped_probe(env=env)
     assert not out["in_force"]
     assert min(out["inside"]) > 0.9 * PAGES  # the user's setting (glibc's default) holds
     assert json.loads(subprocess.run(

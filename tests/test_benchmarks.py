@@ -1,6 +1,7 @@
 """The quick benchmark runs end to end and writes its three outputs."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,32 @@ def test_quick_scaling_benchmark_writes_table_json_and_plot(tmp_path):
     assert set(rates) == {"1", "2"} and all(r > 0 for r in rates.values())
     assert "speed-up" in (tmp_path / "scaling_quick.md").read_text()
     assert (tmp_path / "scaling_quick.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_quick_allocator_benchmark_times_both_settings_on_the_same_set(tmp_path):
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "allocator.py"), "--quick", "--no-progress",
+         "--out-dir", str(tmp_path)],
+        check=True, cwd=ROOT, timeout=600,
+    )
+    result = json.loads((tmp_path / "allocator_quick.json").read_text())["results"]
+    run = result["digits_mlp"]
+    assert all(len(run["seconds_per_iteration"][k]) == 1 and run["seconds_per_iteration"][k][0] > 0
+               for k in ("default", "kept"))
+    # the allocator changes where memory comes from, never the arithmetic
+    assert run["max_abs_diff_distilled_X"] == 0.0
+    assert "speed-up" in (tmp_path / "allocator_quick.md").read_text()
+    assert (tmp_path / "allocator_quick.png").stat().st_size > 1000
+
+
+def test_allocator_benchmark_refuses_an_environment_that_tunes_malloc():
+    env = {**os.environ, "MALLOC_TOP_PAD_": "0"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "allocator.py"), "--quick", "--no-progress"],
+        cwd=ROOT, timeout=300, env=env, capture_output=True, text=True,
+    )
+    assert done.returncode != 0 and "MALLOC_" in done.stderr
 
 
 def test_standard_training_of_the_benchmarks_uses_soft_labels_when_given():

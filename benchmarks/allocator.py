@@ -1,0 +1,174 @@
+"""What keeping freed memory for reuse buys a fit: glibc's default allocator against it.
+
+The same ``DatasetDistiller`` fits run in one process, in alternating order: as they are
+(glibc's default allocator; the library never changes it) and inside
+:func:`skdistill._alloc.keep_freed_memory` (glibc's ``mallopt``: mmap off and a high trim
+threshold, both put back when the block ends, as ``python -m skdistill`` and the benchmark
+scripts set them for their whole process). Reported: seconds per outer iteration (from the
+callback of the first iteration to that of the last, so set-up is left out), the ratio,
+whether both ways distil the same set, and the resident memory after each fit.
+
+Writes ``allocator{_quick}.md/.json/.png`` under ``--out-dir``.
+
+Examples
+--------
+python benchmarks/allocator.py --quick
+python benchmarks/allocator.py --workloads fashion_1ipc fashion_10ipc --rounds 2
+"""
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    HelpFormatter,
+    add_output_args,
+    finish_args,
+    markdown_table,
+    positive_int,
+    progress,
+    publish,
+    start_run,
+    stamp_lines,
+)
+
+from skdistill import DatasetDistiller  # noqa: E402
+from skdistill._alloc import keep_freed_memory, user_tuned  # noqa: E402
+
+# Each workload: what it is, the data, the distiller's parameters, the iterations per fit.
+WORKLOADS = {
+    "digits_mlp": ("digits, MLP, the default DatasetDistiller(n_distilled=10)", "digits",
+                   dict(n_distilled=10), 20),
+    "fashion_1ipc": ("Fashion-MNIST, ConvNet 32x2, one image per class: the README's default "
+                     "fit", "fashion_mnist",
+                     dict(n_distilled=10, module="convnet", input_shape=(1, 28, 28)), 10),
+    "fashion_10ipc": ("Fashion-MNIST, ConvNet 32x2, ten stored images per class in 2x2 "
+                      "multi-formation (400 training images), 30 steps, 1,024 real images, "
+                      "2 draws, learned labels: the best ten-per-class row's fit",
+                      "fashion_mnist",
+                      dict(n_distilled=400, module="convnet", input_shape=(1, 28, 28),
+                           multi_formation=2, n_steps=30, batch_size=1024, learn_labels=True,
+                           n_inits=2), 4),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="CI: digits_mlp only, 4 iterations, one round")
+    parser.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), default=None,
+                        help="default: all three (digits_mlp with --quick)")
+    parser.add_argument("--rounds", type=positive_int, default=None,
+                        help="fits per setting and workload, in alternating order "
+                             "(default 2, 1 with --quick)")
+    parser.add_argument("--max-iter", type=positive_int, default=None,
+                        help="iterations per fit (default: the workload's; 4 with --quick)")
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--data-home", default=None, help="where Fashion-MNIST's files are")
+    add_output_args(parser, "allocator")
+    args = parser.parse_args(argv)
+    args.device = "cpu"
+    defaults = ({"workloads": ["digits_mlp"], "rounds": 1, "max_iter": 4} if args.quick
+                else {"workloads": list(WORKLOADS), "rounds": 2})
+    return finish_args(args, "allocator", defaults)
+
+
+def load(name, data_home):
+    from skdistill.datasets import load_digits_images, load_fashion_mnist
+
+    data = load_fashion_mnist(data_home) if name == "fashion_mnist" else load_digits_images()
+    return data.X_train, data.y_train
+
+
+def rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def timed_fit(X, y, params, max_iter, setting):
+    """Seconds per iteration (after the first), the distilled set, the RSS after the fit."""
+    stamps = []
+    est = DatasetDistiller(**params, max_iter=max_iter, validation_fraction=0.0,
+                           inner_lr_init=0.1, random_state=0, device="cpu",
+                           callback=lambda est, it: stamps.append(time.perf_counter()))
+    scope = keep_freed_memory() if setting == "kept" else contextlib.nullcontext(True)
+    with scope as in_force:
+        if not in_force:
+            raise RuntimeError("keep_freed_memory() did not apply: is the C library glibc?")
+        est.fit(X, y)
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1), est.distilled_X_, rss_mb()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if user_tuned():
+        sys.exit("allocator.py: the environment tunes glibc's malloc (MALLOC_* or "
+                 "GLIBC_TUNABLES); run it without, so that both settings can be compared")
+    if args.max_iter is not None and args.max_iter < 2:
+        sys.exit("allocator.py: --max-iter must be at least 2 (the time runs from the first "
+                 "iteration's end to the last's)")
+    # no retain_freed_memory here: each fit is timed under one setting or the other
+    device, meta, config = start_run(args)
+    meta["allocator"] = "alternating: glibc's default / keep_freed_memory() around the fit"
+    rows, payload = [], {}
+    bar = progress(2 * args.rounds * len(args.workloads), "fits", disable=args.no_progress)
+    for name in args.workloads:
+        what, dataset, params, n_iter = WORKLOADS[name]
+        n_iter = args.max_iter or n_iter
+        X, y = load(dataset, args.data_home)
+        runs = {"default": [], "kept": []}
+        sets, rss = {}, {"default": [], "kept": []}
+        for r in range(args.rounds):
+            order = ("default", "kept") if r % 2 == 0 else ("kept", "default")
+            for setting in order:
+                seconds, X_syn, mb = timed_fit(X, y, params, n_iter, setting)
+                runs[setting].append(seconds)
+                rss[setting].append(mb)
+                sets.setdefault(setting, X_syn)
+                bar.update(1)
+        diff = float(np.abs(sets["default"] - sets["kept"]).max())
+        ratio = np.median(runs["default"]) / np.median(runs["kept"])
+        payload[name] = {"description": what, "params": params, "max_iter": n_iter,
+                         "seconds_per_iteration": runs, "rss_mb_after_fit": rss,
+                         "speedup": ratio, "max_abs_diff_distilled_X": diff}
+        rows.append([name, n_iter, " / ".join(f"{s:.3g}" for s in runs["default"]),
+                     " / ".join(f"{s:.3g}" for s in runs["kept"]), f"{ratio:.2f}x",
+                     f"{diff:.1e}",
+                     f"{np.mean(rss['default']):.0f} / {np.mean(rss['kept']):.0f}"])
+    bar.close()
+
+    lines = ["# A fit's allocator: glibc's default against freed memory kept for reuse", "",
+             *stamp_lines(meta), "",
+             "Seconds per outer iteration of `DatasetDistiller.fit` (validation off, "
+             "`inner_lr_init=0.1`, seed 0), each fit timed from its first iteration's callback "
+             "to its last; the two settings alternate in one process, round by round. "
+             "Speed-up: median default over median kept. The last columns: the largest "
+             "difference between the two settings' distilled sets (the arithmetic is the "
+             "same), and the resident memory after the fits returned (MB, mean).", "",
+             markdown_table(["workload", "iterations", "default (s/it)", "kept (s/it)",
+                             "speed-up", "max abs ΔX", "RSS after: default / kept"], rows),
+             ""]
+    lines += [f"- `{name}`: {WORKLOADS[name][0]}" for name in args.workloads]
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(args.workloads), 3))
+    x = np.arange(len(args.workloads))
+    for offset, setting in ((-0.2, "default"), (0.2, "kept")):
+        ax.bar(x + offset, [np.median(payload[n]["seconds_per_iteration"][setting])
+                            for n in args.workloads], width=0.4, label=setting)
+    ax.set_xticks(x, args.workloads)
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds per iteration")
+    ax.legend()
+    publish(args.name, "\n".join(lines), {"meta": meta, "config": config, "results": payload},
+            fig, args.out_dir)
+
+
+if __name__ == "__main__":
+    main()
