@@ -6,7 +6,9 @@ The same ``DatasetDistiller`` fits run in one process, in alternating order: as 
 threshold, both put back when the block ends, as ``python -m skdistill`` and the benchmark
 scripts set them for their whole process). Reported: seconds per outer iteration (from the
 callback of the first iteration to that of the last, so set-up is left out), the ratio,
-whether both ways distil the same set, and the resident memory after each fit.
+whether both ways distil the same set, and the resident memory after each fit. (After the
+first "kept" fit the default ones run under the limits that the scope puts back, glibc's
+defaults as its dynamic mmap threshold leaves them once large blocks have been freed.)
 
 Writes ``allocator{_quick}.md/.json/.png`` under ``--out-dir``.
 

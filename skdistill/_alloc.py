@@ -9,9 +9,13 @@ arithmetic, and so every result, is unchanged. What it buys depends on the machi
 (``benchmarks/allocator.py`` times fits both ways in one process; ``benchmarks/README.md``,
 "Allocator"): on an Intel Xeon three iterations of a ConvNet 128x3 fit took 179 s against
 211 s by default; on an AMD EPYC, Fashion-MNIST ConvNet 32x2 fits ran no faster with it
-(0.94x), though glibc still faulted in every large block afresh.
+(0.94-1.12x in two side-by-side runs), though glibc still faulted in every large block
+afresh.
 
-So the library never changes the allocator on its own. Two scopes, for scripts:
+So the library never changes the allocator on its own. For your own scripts set
+``MALLOC_MMAP_MAX_=0`` and ``MALLOC_TRIM_THRESHOLD_=<a large number>`` in the environment
+before Python starts (glibc reads them at start-up), or preload jemalloc or tcmalloc; or
+use one of the two scopes here:
 
 - :func:`retain_freed_memory`: for the whole process, never undone. The command line
   (``python -m skdistill``) and the benchmark scripts call it at start.
@@ -35,11 +39,11 @@ import threading
 
 # glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
 # Free memory at the top of the heap goes back to the system only beyond this: the largest
 # value mallopt takes (an int), 2 GiB.
 _TRIM_THRESHOLD = 2**31 - 1
-_M_MMAP_THRESHOLD = -3
 # What a scope puts back (malloc/malloc.c): DEFAULT_MMAP_MAX, and the mmap and trim thresholds
 # where glibc's dynamic threshold settles once a block of 32 MiB or more has been freed, as
 # in any process with large tensors: DEFAULT_MMAP_THRESHOLD_MAX on 64-bit, twice that to trim.
@@ -103,7 +107,7 @@ def retain_freed_memory():
 
 @contextlib.contextmanager
 def keep_freed_memory():
-    """Keep freed memory for reuse inside the block; glibc's defaults again after it.
+    """Keep freed memory for reuse inside the block; glibc's limits again after it.
 
     Yields whether the setting is in force (False where :func:`retain_freed_memory` does not
     apply). On the outermost exit glibc's limits come back as its dynamic threshold leaves
