@@ -128,6 +128,16 @@ def set_allocator(args, meta):
                          else "default")
 
 
+def vm_kb(field):
+    """A memory figure of this process from ``/proc/self/status`` in KiB (Linux): ``VmRSS``
+    (resident now), ``VmHWM`` (resident at its peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} not in /proc/self/status")
+
+
 # ---------------------------------------------------------------------- command line
 
 

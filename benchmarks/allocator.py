@@ -37,6 +37,7 @@ from _common import (  # noqa: E402
     publish,
     start_run,
     stamp_lines,
+    vm_kb,
 )
 
 from skdistill import DatasetDistiller  # noqa: E402
@@ -87,11 +88,6 @@ def load(name, data_home):
     return data.X_train, data.y_train
 
 
-def rss_mb():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
-
-
 def timed_fit(X, y, params, max_iter, setting):
     """Seconds per iteration (after the first), the distilled set, the RSS after the fit."""
     stamps = []
@@ -103,7 +99,7 @@ def timed_fit(X, y, params, max_iter, setting):
         if not in_force:
             raise RuntimeError("keep_freed_memory() did not apply: is the C library glibc?")
         est.fit(X, y)
-    return (stamps[-1] - stamps[0]) / (len(stamps) - 1), est.distilled_X_, rss_mb()
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1), est.distilled_X_, vm_kb("VmRSS") / 1024
 
 
 def main(argv=None):

@@ -86,6 +86,7 @@ from _common import (  # noqa: E402
     set_allocator,
     stamp,
     stamp_lines,
+    vm_kb,
     write_results,
 )
 
@@ -424,14 +425,6 @@ def time_config(w, n_inits, n_steps, variants, args, bar):
 # ---------------------------------------------------------------------- memory
 
 
-def _vm_kb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise OSError(f"{field} not in /proc/self/status")
-
-
 def _memory_child(spec, conn):
     """Runs in a fresh process: peak RSS increase of one meta step."""
     try:
@@ -452,11 +445,11 @@ def _memory_child(spec, conn):
             pass
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current resident size
-        base = _vm_kb("VmRSS")
+        base = vm_kb("VmRSS")
         t0 = time.perf_counter()
         loss, _ = step(params0, leaves)
         seconds = time.perf_counter() - t0
-        conn.send({"baseline_mb": base / 1024, "peak_mb": (_vm_kb("VmHWM") - base) / 1024,
+        conn.send({"baseline_mb": base / 1024, "peak_mb": (vm_kb("VmHWM") - base) / 1024,
                    "seconds": seconds, "loss": float(loss)})
     except Exception as exc:
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
