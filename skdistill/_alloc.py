@@ -9,7 +9,7 @@ arithmetic, and so every result, is unchanged. What it buys depends on the machi
 (``benchmarks/allocator.py`` times fits both ways in one process; ``benchmarks/README.md``,
 "Allocator"): on an Intel Xeon three iterations of a ConvNet 128x3 fit took 179 s against
 211 s by default; on an AMD EPYC, Fashion-MNIST ConvNet 32x2 fits ran no faster with it
-(0.94-1.12x in two side-by-side runs), though glibc still faulted in every large block
+(0.94-1.04x in two side-by-side runs), though glibc still faulted in every large block
 afresh.
 
 So the library never changes the allocator on its own. For your own scripts set

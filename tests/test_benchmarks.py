@@ -13,13 +13,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_quick_accuracy_benchmark_writes_table_json_and_plot(tmp_path):
+def run_quick(script, out_dir):
+    """``benchmarks/<script>.py --quick``, its outputs under ``out_dir``."""
     subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--quick", "--no-progress",
-         "--out-dir", str(tmp_path)],
+        [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--quick", "--no-progress",
+         "--out-dir", str(out_dir)],
         check=True, cwd=ROOT, timeout=600,
     )
+
+
+@pytest.mark.slow
+def test_quick_accuracy_benchmark_writes_table_json_and_plot(tmp_path):
+    run_quick("accuracy", tmp_path)
     table = (tmp_path / "accuracy_quick.md").read_text()
     assert "distilled" in table and "k-center" in table
     result = json.loads((tmp_path / "accuracy_quick.json").read_text())
@@ -34,11 +39,7 @@ def test_quick_accuracy_benchmark_writes_table_json_and_plot(tmp_path):
 
 @pytest.mark.slow
 def test_quick_scaling_benchmark_writes_table_json_and_plot(tmp_path):
-    subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--quick", "--no-progress",
-         "--out-dir", str(tmp_path)],
-        check=True, cwd=ROOT, timeout=600,
-    )
+    run_quick("scaling", tmp_path)
     result = json.loads((tmp_path / "scaling_quick.json").read_text())
     rates = result["iterations_per_second"]
     assert set(rates) == {"1", "2"} and all(r > 0 for r in rates.values())
@@ -48,11 +49,7 @@ def test_quick_scaling_benchmark_writes_table_json_and_plot(tmp_path):
 
 @pytest.mark.slow
 def test_quick_allocator_benchmark_times_both_settings_on_the_same_set(tmp_path):
-    subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "allocator.py"), "--quick", "--no-progress",
-         "--out-dir", str(tmp_path)],
-        check=True, cwd=ROOT, timeout=600,
-    )
+    run_quick("allocator", tmp_path)
     result = json.loads((tmp_path / "allocator_quick.json").read_text())["results"]
     run = result["digits_mlp"]
     assert all(len(run["seconds_per_iteration"][k]) == 1 and run["seconds_per_iteration"][k][0] > 0
