@@ -138,6 +138,96 @@ def vm_kb(field):
     raise OSError(f"{field} not in /proc/self/status")
 
 
+# ---------------------------------------------------------------------- timed fits
+
+# The fits that allocator.py and threads.py time, each: what it is, its data, the
+# distiller's parameters, the iterations per fit.
+FIT_WORKLOADS = {
+    "digits_mlp": ("digits, MLP, the default DatasetDistiller(n_distilled=10)", "digits",
+                   dict(n_distilled=10), 20),
+    "digits_lenet": ("digits, LeNet, 4 draws, 10 steps", "digits",
+                     dict(n_distilled=10, module="lenet", input_shape=(1, 8, 8)), 20),
+    "fashion_1ipc": ("Fashion-MNIST, ConvNet 32x2, one image per class: the README's default "
+                     "fit", "fashion_mnist",
+                     dict(n_distilled=10, module="convnet", input_shape=(1, 28, 28)), 10),
+    "fashion_10ipc": ("Fashion-MNIST, ConvNet 32x2, ten stored images per class in 2x2 "
+                      "multi-formation (400 training images), 30 steps, 1,024 real images, "
+                      "2 draws, learned labels: the best ten-per-class row's fit",
+                      "fashion_mnist",
+                      dict(n_distilled=400, module="convnet", input_shape=(1, 28, 28),
+                           multi_formation=2, n_steps=30, batch_size=1024, learn_labels=True,
+                           n_inits=2), 4),
+}
+
+
+def load_fit_data(dataset, data_home=None):
+    """Training images and labels of ``"digits"`` or ``"fashion_mnist"``."""
+    from skdistill.datasets import load_digits_images, load_fashion_mnist
+
+    data = load_fashion_mnist(data_home) if dataset == "fashion_mnist" else load_digits_images()
+    return data.X_train, data.y_train
+
+
+def timed_fit(X, y, params, max_iter, **extra):
+    """Seconds per outer iteration of a seeded fit and the fitted distiller.
+
+    Timed from the callback of the first iteration to that of the last, so that set-up
+    (and the first iteration) is left out; ``max_iter`` must be at least 2.
+    """
+    import time
+
+    from skdistill import DatasetDistiller
+
+    stamps = []
+    est = DatasetDistiller(**params, max_iter=max_iter, random_state=0, device="cpu",
+                           callback=lambda est, it: stamps.append(time.perf_counter()),
+                           **extra)
+    est.fit(X, y)
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1), est
+
+
+def add_fit_args(parser, quick):
+    """``--rounds``, ``--max-iter``, ``--threads`` and ``--data-home`` of the timed-fit
+    scripts; ``quick`` names what ``--quick`` runs."""
+    parser.add_argument("--rounds", type=positive_int, default=None,
+                        help="fits per setting and workload, in alternating order "
+                             "(default 2, 1 with --quick)")
+    parser.add_argument("--max-iter", type=positive_int, default=None,
+                        help=f"iterations per fit (default: the workload's; 4 with --quick: "
+                             f"{quick})")
+    parser.add_argument("--threads", type=positive_int, default=2,
+                        help="torch's intra-op threads")
+    parser.add_argument("--data-home", default=None, help="where Fashion-MNIST's files are")
+
+
+def alternating(settings, rounds):
+    """``(round, setting)`` for ``rounds`` rounds, the order of ``settings`` reversed every
+    other round, so that neither setting always runs first."""
+    for r in range(rounds):
+        for setting in (settings if r % 2 == 0 else settings[::-1]):
+            yield r, setting
+
+
+def seconds_per_iteration_figure(payload, workloads, settings, log=False):
+    """Bars of each setting's median seconds per iteration, one group per workload."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(workloads), 3))
+    x = np.arange(len(workloads))
+    width = 0.8 / len(settings)
+    for i, setting in enumerate(settings):
+        ax.bar(x + (i - (len(settings) - 1) / 2) * width,
+               [np.median(payload[n]["seconds_per_iteration"][setting]) for n in workloads],
+               width=width, label=setting)
+    ax.set_xticks(x, workloads)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel("seconds per iteration")
+    ax.legend()
+    return fig
+
+
 # ---------------------------------------------------------------------- command line
 
 

@@ -21,43 +21,33 @@ python benchmarks/allocator.py --workloads fashion_1ipc fashion_10ipc --rounds 2
 import argparse
 import contextlib
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    FIT_WORKLOADS,
     HelpFormatter,
+    add_fit_args,
     add_output_args,
+    alternating,
     finish_args,
+    load_fit_data,
     markdown_table,
     positive_int,
     progress,
     publish,
+    seconds_per_iteration_figure,
     start_run,
     stamp_lines,
+    timed_fit,
     vm_kb,
 )
 
-from skdistill import DatasetDistiller  # noqa: E402
 from skdistill._alloc import keep_freed_memory, user_tuned  # noqa: E402
 
-# Each workload: what it is, the data, the distiller's parameters, the iterations per fit.
-WORKLOADS = {
-    "digits_mlp": ("digits, MLP, the default DatasetDistiller(n_distilled=10)", "digits",
-                   dict(n_distilled=10), 20),
-    "fashion_1ipc": ("Fashion-MNIST, ConvNet 32x2, one image per class: the README's default "
-                     "fit", "fashion_mnist",
-                     dict(n_distilled=10, module="convnet", input_shape=(1, 28, 28)), 10),
-    "fashion_10ipc": ("Fashion-MNIST, ConvNet 32x2, ten stored images per class in 2x2 "
-                      "multi-formation (400 training images), 30 steps, 1,024 real images, "
-                      "2 draws, learned labels: the best ten-per-class row's fit",
-                      "fashion_mnist",
-                      dict(n_distilled=400, module="convnet", input_shape=(1, 28, 28),
-                           multi_formation=2, n_steps=30, batch_size=1024, learn_labels=True,
-                           n_inits=2), 4),
-}
+WORKLOADS = {k: FIT_WORKLOADS[k] for k in ("digits_mlp", "fashion_1ipc", "fashion_10ipc")}
 
 
 def parse_args(argv=None):
@@ -66,13 +56,7 @@ def parse_args(argv=None):
                         help="CI: digits_mlp only, 4 iterations, one round")
     parser.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), default=None,
                         help="default: all three (digits_mlp with --quick)")
-    parser.add_argument("--rounds", type=positive_int, default=None,
-                        help="fits per setting and workload, in alternating order "
-                             "(default 2, 1 with --quick)")
-    parser.add_argument("--max-iter", type=positive_int, default=None,
-                        help="iterations per fit (default: the workload's; 4 with --quick)")
-    parser.add_argument("--threads", type=positive_int, default=2)
-    parser.add_argument("--data-home", default=None, help="where Fashion-MNIST's files are")
+    add_fit_args(parser, "digits_mlp")
     add_output_args(parser, "allocator")
     args = parser.parse_args(argv)
     args.device = "cpu"
@@ -81,25 +65,15 @@ def parse_args(argv=None):
     return finish_args(args, "allocator", defaults)
 
 
-def load(name, data_home):
-    from skdistill.datasets import load_digits_images, load_fashion_mnist
-
-    data = load_fashion_mnist(data_home) if name == "fashion_mnist" else load_digits_images()
-    return data.X_train, data.y_train
-
-
-def timed_fit(X, y, params, max_iter, setting):
-    """Seconds per iteration (after the first), the distilled set, the RSS after the fit."""
-    stamps = []
-    est = DatasetDistiller(**params, max_iter=max_iter, validation_fraction=0.0,
-                           inner_lr_init=0.1, random_state=0, device="cpu",
-                           callback=lambda est, it: stamps.append(time.perf_counter()))
+def timed(X, y, params, max_iter, setting):
+    """Seconds per iteration, the distilled set, the RSS after the fit."""
     scope = keep_freed_memory() if setting == "kept" else contextlib.nullcontext(True)
     with scope as in_force:
         if not in_force:
             raise RuntimeError("keep_freed_memory() did not apply: is the C library glibc?")
-        est.fit(X, y)
-    return (stamps[-1] - stamps[0]) / (len(stamps) - 1), est.distilled_X_, vm_kb("VmRSS") / 1024
+        seconds, est = timed_fit(X, y, params, max_iter, validation_fraction=0.0,
+                                 inner_lr_init=0.1)
+    return seconds, est.distilled_X_, vm_kb("VmRSS") / 1024
 
 
 def main(argv=None):
@@ -118,17 +92,15 @@ def main(argv=None):
     for name in args.workloads:
         what, dataset, params, n_iter = WORKLOADS[name]
         n_iter = args.max_iter or n_iter
-        X, y = load(dataset, args.data_home)
+        X, y = load_fit_data(dataset, args.data_home)
         runs = {"default": [], "kept": []}
         sets, rss = {}, {"default": [], "kept": []}
-        for r in range(args.rounds):
-            order = ("default", "kept") if r % 2 == 0 else ("kept", "default")
-            for setting in order:
-                seconds, X_syn, mb = timed_fit(X, y, params, n_iter, setting)
-                runs[setting].append(seconds)
-                rss[setting].append(mb)
-                sets.setdefault(setting, X_syn)
-                bar.update(1)
+        for _, setting in alternating(("default", "kept"), args.rounds):
+            seconds, X_syn, mb = timed(X, y, params, n_iter, setting)
+            runs[setting].append(seconds)
+            rss[setting].append(mb)
+            sets.setdefault(setting, X_syn)
+            bar.update(1)
         diff = float(np.abs(sets["default"] - sets["kept"]).max())
         ratio = np.median(runs["default"]) / np.median(runs["kept"])
         payload[name] = {"description": what, "params": params, "max_iter": n_iter,
@@ -153,17 +125,7 @@ def main(argv=None):
              ""]
     lines += [f"- `{name}`: {WORKLOADS[name][0]}" for name in args.workloads]
 
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(args.workloads), 3))
-    x = np.arange(len(args.workloads))
-    for offset, setting in ((-0.2, "default"), (0.2, "kept")):
-        ax.bar(x + offset, [np.median(payload[n]["seconds_per_iteration"][setting])
-                            for n in args.workloads], width=0.4, label=setting)
-    ax.set_xticks(x, args.workloads)
-    ax.set_yscale("log")
-    ax.set_ylabel("seconds per iteration")
-    ax.legend()
+    fig = seconds_per_iteration_figure(payload, args.workloads, ("default", "kept"), log=True)
     publish(args.name, "\n".join(lines), {"meta": meta, "config": config, "results": payload},
             fig, args.out_dir)
 

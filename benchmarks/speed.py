@@ -22,7 +22,10 @@ a shared machine hits every variant alike:
   b = ⌈T^(1/3)⌉) and ``+bf16`` (bf16 autocast around the meta step), and ``compile``:
   ``torch.compile`` of the meta-loss (skdistill's default forward and draw mode, all steps in
   memory; AOTAutograd derives the outer backward), timed after its first call, whose
-  duration (the compilation) is reported apart.
+  duration (the compilation) is reported apart. Not run unless named: ``loop+threads`` and
+  ``loop+threads+bf16``, the loop's draws in ``skdistill._threads.DrawThreads`` (a share of
+  the draws per thread, torch's threads shared out among them; needs ``--threads 2`` or more
+  to differ from ``loop``).
 
 Reported per configuration: outer iterations per second, their ratio to the naive reference,
 the achieved FLOP rate as a fraction of a plain training step's in the same process (forward
@@ -90,7 +93,7 @@ from _common import (  # noqa: E402
     write_results,
 )
 
-from skdistill import _unroll, load_digits_images, load_fashion_mnist  # noqa: E402
+from skdistill import _threads, _unroll, load_digits_images, load_fashion_mnist  # noqa: E402
 from skdistill._alloc import retain_freed_memory  # noqa: E402
 from skdistill.distiller import resolve_device  # noqa: E402
 from skdistill.nets import MLP, ConvNet, sample_params  # noqa: E402
@@ -104,7 +107,10 @@ WORKLOADS = {
 # (width, depth) of the ConvNet workloads
 CONVNETS = {"fashion_convnet": (128, 3), "fashion_convnet32": (32, 2)}
 CORE_VARIANTS = ["batched", "vmap", "loop", "batched+ckpt", "vmap+ckpt", "loop+ckpt",
-                 "batched+bf16", "vmap+bf16", "loop+bf16", "compile"]
+                 "batched+bf16", "vmap+bf16", "loop+bf16", "compile",
+                 "loop+threads", "loop+threads+bf16"]
+# not run unless asked for: they need --threads 2 or more to differ from loop
+OPT_IN_VARIANTS = ["loop+threads", "loop+threads+bf16"]
 # The timing grid: (n_inits, n_steps). The ConvNet's meta step costs about
 # n_inits * (57 + 6.5 * n_steps) GFLOP, so its full grid would take hours on two CPU cores.
 FULL = {
@@ -233,7 +239,9 @@ def default_variant(w, n_inits=None):
 
 
 def applies(variant, w):
-    """``batched`` needs a built-in MLP (``_unroll.DenseReLUForward``)."""
+    """``batched`` needs a built-in MLP (``_unroll.DenseReLUForward``); ``threads`` a CPU."""
+    if "threads" in variant.split("+") and w["device"].type != "cpu":
+        return False
     dense = isinstance(_unroll.make_forward(w["net"]), _unroll.DenseReLUForward)
     return dense or not variant.startswith("batched")
 
@@ -276,12 +284,25 @@ def make_step(variant, w, n_steps, unroll=_unroll):
     vectorize = {"batched": "batched", "vmap": True, "loop": False}[parts[0]]
     segment = unroll.checkpoint_schedule(n_steps) if "ckpt" in parts else None
     bf16 = "bf16" in parts
+    pools = {}  # +threads: a skdistill._threads.DrawThreads per number of draws
 
     def step(params0, leaves):
         with torch.autocast(w["device"].type, dtype=torch.bfloat16, enabled=bf16):
-            return unroll.meta_value_and_grad(forward, params0, synthetic, leaves, batches,
-                                              x_real, y_real, vectorize, segment)
+            if "threads" not in parts:
+                return unroll.meta_value_and_grad(forward, params0, synthetic, leaves,
+                                                  batches, x_real, y_real, vectorize, segment)
+            n = min(_unroll.n_draws(params0), torch.get_num_threads())
+            if n not in pools:
+                pools[n] = _threads.DrawThreads(w["net"], w["input_shape"], n)
+            return pools[n].meta_value_and_grad(params0, synthetic, leaves, batches, x_real,
+                                                y_real, segment)
 
+    def close():
+        for pool in pools.values():
+            pool.close()
+        pools.clear()
+
+    step.close = close
     return step
 
 
@@ -403,6 +424,8 @@ def time_config(w, n_inits, n_steps, variants, args, bar):
     times = interleaved_times({k: call(k) for k in steps}, args.min_time, args.min_rounds,
                               args.max_rounds, device=w["device"],
                               shuffle=not args.fixed_order)
+    for step in steps.values():
+        getattr(step, "close", lambda: None)()
     ref_loss, ref_grads = outputs["naive"]
     for name, t in times.items():
         info = record["variants"][name]
@@ -734,8 +757,10 @@ def parse_args(argv=None):
     parser.add_argument("--memory-steps", nargs="+", type=int,
                         help="n_steps of the peak-memory sweep (default: 10 50 100 200); "
                              "0 skips it")
-    parser.add_argument("--variants", nargs="+", choices=CORE_VARIANTS, default=CORE_VARIANTS,
-                        help="skdistill core variants compared with the naive reference")
+    parser.add_argument("--variants", nargs="+", choices=CORE_VARIANTS,
+                        default=[v for v in CORE_VARIANTS if v not in OPT_IN_VARIANTS],
+                        help="skdistill core variants compared with the naive reference "
+                             "(default: all but the +threads ones)")
     parser.add_argument("--compile-max-steps", type=int,
                         help="time torch.compile only up to this n_steps: compilation of the "
                              "unrolled graph grows with it (default: 10; --quick: 0, off)")

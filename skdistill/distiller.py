@@ -1,5 +1,6 @@
 """DatasetDistiller: dataset distillation (Wang et al. 2018) as a scikit-learn estimator."""
 
+import contextlib
 import copy
 import math
 import os
@@ -17,7 +18,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from . import _formation, _unroll
+from . import _formation, _threads, _unroll
 from ._base import ScoredSamplerMixin
 from ._validation import restore_on_error
 from .augment import augment_steps, check_strategy
@@ -258,11 +259,15 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         Show a progress bar (tqdm) with the loss and validation accuracy.
     random_state : int, RandomState instance or None, default=None
         Seeds the synthetic init, the θ0 draws, the real minibatches and the validation
-        split. The same integer on CPU gives the same result.
+        split. The same integer on CPU gives the same result (for a given number of torch
+        threads, which moves float rounding).
     warm_start : bool, default=False
         Continue from the previous fit's synthetic set, step sizes and optimiser state.
     device : str or torch.device, default="auto"
-        ``"auto"`` uses CUDA when available, else the CPU.
+        ``"auto"`` uses CUDA when available, else the CPU. On the CPU a convolutional
+        module with several θ0 draws and a small inner step (at most 0.1 GFLOP per forward
+        pass) runs its draws in parallel threads when ``torch.get_num_threads()`` is 2 or
+        more, sharing those threads out among them.
 
     Attributes
     ----------
@@ -466,8 +471,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self : DatasetDistiller
         """
         setup = self._prepare(X, y)
-        with _unroll.ieee_float32():
-            self._run(setup)
+        with _unroll.ieee_float32(), contextlib.ExitStack() as resources:
+            self._run(setup, resources)
         return self
 
     @_unroll.ieee_float32()
@@ -832,7 +837,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ the outer loop
 
-    def _run(self, s):
+    def _run(self, s, resources):
+        # resources: an ExitStack that fit() closes however the run ends
         device = s["device"]
         net = s["net"]
         forward = _unroll.make_forward(net, s["input_shape"])
@@ -937,13 +943,26 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                                   aug_seed[0])
             return x, targets(state), state["log_lr"].exp()
 
+        def step_flops():
+            with torch.no_grad():
+                x = images(state["z"])[batches[0]]
+            return _threads.forward_flops(forward, dict(net.named_parameters()), x)
+
+        # looped draws in parallel CPU threads where that pays (small inner steps)
+        n_threads = _threads.n_draw_threads(max(len(my_draws), n_val_draws), device, vectorize,
+                                            step_flops)
+        pool = resources.enter_context(
+            _threads.DrawThreads(net, s["input_shape"], n_threads)) if n_threads else None
+        train_pool = pool if len(my_draws) > 1 else None
+        val_pool = pool if n_val_draws > 1 else None
+
         if resume is None and not s["warm"]:
             lr0 = self._inner_lr_init()
             if lr0 == "auto":
                 with torch.no_grad():
                     lr0 = self._auto_inner_lr(forward, net, p_init, n_draw, s, rng, device,
                                               images(state["z"]), targets(state),
-                                              batches, vectorize)
+                                              batches, vectorize, pool)
                     state["log_lr"].fill_(math.log(lr0))
             self.inner_lr_init_ = float(lr0)
         elif resume is not None:
@@ -977,14 +996,14 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             with torch.no_grad():
                 params0 = sample_params(p_init, net, n_val_draws,
                                         np.random.RandomState(val_seed), device)
-                final = _unroll.unroll_stacked(
-                    forward, params0, images(st["z"]), targets(st),
-                    st["log_lr"].exp(), batches, vectorize,
-                )
-                correct = sum(
-                    (_unroll.predict_stacked(forward, final, x) == t).sum()
-                    for x, t in val.chunks()
-                )
+                syn = images(st["z"]), targets(st), st["log_lr"].exp(), batches
+                if val_pool is not None:
+                    final = val_pool.unroll_stacked(params0, *syn)
+                    predict = val_pool.predict_stacked
+                else:
+                    final = _unroll.unroll_stacked(forward, params0, *syn, vectorize)
+                    predict = lambda p, x: _unroll.predict_stacked(forward, p, x)
+                correct = sum((predict(final, x) == t).sum() for x, t in val.chunks())
                 score = correct.double() / (len(val) * n_val_draws)
                 if world > 1:  # the ranks agree bit for bit; rank 0's word is final
                     torch.distributed.broadcast(score, src=0)
@@ -1050,6 +1069,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                                     enabled=self.precision == "bfloat16"):
                     if compiled is not None:
                         loss, grads = compiled(params0, trainable, x_real, y_real)
+                    elif train_pool is not None:
+                        loss, grads = train_pool.meta_value_and_grad(
+                            params0, synthetic, trainable, batches, x_real, y_real, segment)
                     else:
                         loss, grads = _unroll.meta_value_and_grad(
                             forward, params0, synthetic, trainable, batches, x_real, y_real,
@@ -1197,7 +1219,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         return _MLP_INNER_LR if isinstance(self.module, str) and self.module == "mlp" else "auto"
 
     def _auto_inner_lr(self, forward, net, p_init, n_draw, s, rng, device, x_syn, y_syn,
-                       batches, vectorize):
+                       batches, vectorize, pool=None):
         """The constant step size whose unroll on the initial set best fits a real batch,
         among those below the first rise of that loss (or the smallest nearly as good).
 
@@ -1217,8 +1239,11 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         scanned = []  # (step size, loss) up to the first minimum
         for lr in _AUTO_INNER_LRS:
             lrs = torch.full((self._n_steps(),), lr, device=device)
-            final = _unroll.unroll_stacked(forward, params0, x_syn, y_syn, lrs, batches,
-                                           vectorize)
+            if pool is not None and n_draw > 1:
+                final = pool.unroll_stacked(params0, x_syn, y_syn, lrs, batches)
+            else:
+                final = _unroll.unroll_stacked(forward, params0, x_syn, y_syn, lrs, batches,
+                                               vectorize)
             loss = _unroll.final_loss(forward, final, x_real, y_real, vectorize).item()
             if math.isfinite(loss) and (not scanned or loss < scanned[-1][1]):
                 scanned.append((lr, loss))

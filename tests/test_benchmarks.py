@@ -60,6 +60,28 @@ def test_quick_allocator_benchmark_times_both_settings_on_the_same_set(tmp_path)
     assert (tmp_path / "allocator_quick.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
+def test_quick_threads_benchmark_times_a_fit_with_and_without_draw_threads(tmp_path):
+    run_quick("threads", tmp_path)
+    result = json.loads((tmp_path / "threads_quick.json").read_text())["results"]
+    run = result["digits_lenet"]
+    assert run["draw_threads"] == {"serial": 0, "threads": 2}
+    assert all(len(v) == 1 and v[0] > 0 for v in run["seconds_per_iteration"].values())
+    # the same fit up to float rounding, not another one
+    assert run["max_abs_diff_distilled_X"] < 1e-3
+    assert "speed-up" in (tmp_path / "threads_quick.md").read_text()
+    assert (tmp_path / "threads_quick.png").stat().st_size > 1000
+
+
+def test_threads_benchmark_refuses_one_torch_thread():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "threads.py"), "--quick", "--no-progress",
+         "--threads", "1"],
+        cwd=ROOT, timeout=300, capture_output=True, text=True,
+    )
+    assert done.returncode != 0 and "--threads must be at least 2" in done.stderr
+
+
 def test_allocator_benchmark_refuses_an_environment_that_tunes_malloc():
     env = {**os.environ, "MALLOC_TOP_PAD_": "0"}
     done = subprocess.run(

@@ -4,9 +4,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,3 +115,23 @@ def test_compare_refuses_cores_that_compute_different_gradients(tmp_path):
     assert not (tmp_path / "compare.json").exists()
     missing = _compare(tmp_path, tmp_path / "nowhere")
     assert missing.returncode != 0 and "--baseline: no skdistill/_unroll.py" in missing.stderr
+
+
+def test_threads_variant_gives_the_loops_meta_gradient_and_closes_its_pool(bench_script):
+    speed = bench_script("speed")
+    w = speed.load_workload("digits_mlp", batch_size=32, ipc=1, seed=0)
+    params0, leaves = speed.make_problem(w, 3, 4, 0.02, 0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        loop_loss, loop_grads = speed.make_step("loop", w, 4)(params0, leaves)
+        step = speed.make_step("loop+threads", w, 4)
+        loss, grads = step(params0, leaves)
+        step.close()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(loss, loop_loss)
+    for g, r in zip(grads, loop_grads):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-7)
+    assert not [t for t in threading.enumerate() if t.name.startswith("skdistill-draws")]

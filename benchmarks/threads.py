@@ -1,0 +1,144 @@
+"""What running θ0 draws in parallel CPU threads buys a fit (``skdistill/_threads.py``).
+
+The same ``DatasetDistiller`` fits run in one process, in alternating order: as the library
+runs them (looped draws of a small ConvNet in threads, a share of torch's intra-op threads
+each) and with the draw threads switched off (``skdistill._threads.ENABLED = False``: the
+draws in turn, every intra-op thread on each). Reported: seconds per outer iteration (from
+the callback of the first iteration to that of the last, validation included, set-up left
+out), the ratio, and how far apart the two distilled sets are (the same arithmetic, the
+draws' gradients summed in another order and kernels on other thread counts: float
+rounding, which an unrolled fit amplifies).
+
+Both need ``--threads`` of at least 2 (the default); with one torch thread the library runs
+no draw threads and both settings are the same.
+
+Writes ``threads{_quick}.md/.json/.png`` under ``--out-dir``.
+
+Examples
+--------
+python benchmarks/threads.py --quick
+python benchmarks/threads.py --workloads fashion_1ipc digits_lenet --rounds 2
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    FIT_WORKLOADS,
+    HelpFormatter,
+    add_fit_args,
+    add_output_args,
+    alternating,
+    finish_args,
+    load_fit_data,
+    markdown_table,
+    positive_int,
+    progress,
+    publish,
+    seconds_per_iteration_figure,
+    start_run,
+    stamp_lines,
+    timed_fit,
+)
+
+from skdistill import _threads  # noqa: E402
+
+WORKLOADS = {k: FIT_WORKLOADS[k] for k in ("fashion_1ipc", "digits_lenet")}
+SETTINGS = ("serial", "threads")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="CI: digits_lenet only, 4 iterations, one round")
+    parser.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), default=None,
+                        help="default: both (digits_lenet with --quick)")
+    add_fit_args(parser, "digits_lenet")
+    add_output_args(parser, "threads")
+    args = parser.parse_args(argv)
+    args.device = "cpu"
+    defaults = ({"workloads": ["digits_lenet"], "rounds": 1, "max_iter": 4} if args.quick
+                else {"workloads": list(WORKLOADS), "rounds": 2})
+    return finish_args(args, "threads", defaults)
+
+
+def timed(X, y, params, max_iter, setting):
+    """Seconds per iteration and the fitted distiller, with or without draw threads."""
+    made = []
+
+    class Counted(_threads.DrawThreads):
+        def __init__(self, *a):
+            super().__init__(*a)
+            made.append(self.n_threads)
+
+    saved = _threads.ENABLED, _threads.DrawThreads
+    _threads.ENABLED, _threads.DrawThreads = setting == "threads", Counted
+    try:
+        seconds, est = timed_fit(X, y, params, max_iter)
+    finally:
+        _threads.ENABLED, _threads.DrawThreads = saved
+    return seconds, est, made[0] if made else 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads < 2:
+        sys.exit("threads.py: --threads must be at least 2 (with one torch thread the library "
+                 "runs no draw threads)")
+    if args.max_iter is not None and args.max_iter < 2:
+        sys.exit("threads.py: --max-iter must be at least 2 (the time runs from the first "
+                 "iteration's end to the last's)")
+    device, meta, config = start_run(args)
+    rows, payload = [], {}
+    bar = progress(2 * args.rounds * len(args.workloads), "fits", disable=args.no_progress)
+    for name in args.workloads:
+        what, dataset, params, n_iter = WORKLOADS[name]
+        n_iter = args.max_iter or n_iter
+        X, y = load_fit_data(dataset, args.data_home)
+        runs = {s: [] for s in SETTINGS}
+        fitted, n_threads = {}, {}
+        for _, setting in alternating(SETTINGS, args.rounds):
+            seconds, est, n = timed(X, y, params, n_iter, setting)
+            runs[setting].append(seconds)
+            fitted.setdefault(setting, est)
+            n_threads[setting] = n
+            bar.update(1)
+        diff = float(np.abs(fitted["serial"].distilled_X_ - fitted["threads"].distilled_X_).max())
+        scores = {s: fitted[s].best_validation_score_ for s in SETTINGS}
+        ratio = np.median(runs["serial"]) / np.median(runs["threads"])
+        payload[name] = {"description": what, "params": params, "max_iter": n_iter,
+                         "seconds_per_iteration": runs, "draw_threads": n_threads,
+                         "speedup": ratio, "max_abs_diff_distilled_X": diff,
+                         "best_validation_score": scores}
+        rows.append([name, n_iter, n_threads["threads"],
+                     " / ".join(f"{s:.3g}" for s in runs["serial"]),
+                     " / ".join(f"{s:.3g}" for s in runs["threads"]), f"{ratio:.2f}x",
+                     f"{diff:.1e}",
+                     f"{scores['serial']:.4f} / {scores['threads']:.4f}"])
+    bar.close()
+
+    lines = ["# θ0 draws in parallel CPU threads: a fit with and without them", "",
+             *stamp_lines(meta), "",
+             f"Seconds per outer iteration of `DatasetDistiller.fit` (defaults otherwise, "
+             f"validation included, seed 0, {args.threads} torch threads), each fit timed "
+             "from its first iteration's callback to its last; the two settings alternate "
+             "in one process, round by round. Draw threads: how many the library started "
+             "(0: none, the step was above `skdistill._threads.MAX_STEP_GFLOP`). Speed-up: "
+             "median serial over median threads. Last columns: the largest difference "
+             "between the two distilled sets, and each fit's best validation accuracy.", "",
+             markdown_table(["workload", "iterations", "draw threads", "serial (s/it)",
+                             "threads (s/it)", "speed-up", "max abs ΔX",
+                             "validation: serial / threads"], rows), ""]
+    lines += [f"- `{name}`: {WORKLOADS[name][0]}" for name in args.workloads]
+
+    fig = seconds_per_iteration_figure(payload, args.workloads, SETTINGS)
+    publish(args.name, "\n".join(lines), {"meta": meta, "config": config, "results": payload},
+            fig, args.out_dir)
+
+
+if __name__ == "__main__":
+    main()
