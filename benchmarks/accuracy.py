@@ -186,7 +186,9 @@ def parse_args(argv=None):
                         help="seeds the fits and the θ0 draws shared by all methods")
     parser.add_argument("--device", default="auto", help="torch device; auto: CUDA if any")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (small networks run best on one)")
+                        help="torch CPU threads (the MLPs run best on one; a small conv net's "
+                             "θ0 draws run in parallel threads with two or more, "
+                             "skdistill/_threads.py)")
     parser.add_argument("--data-home", default=None, help="where the dataset files are")
     parser.add_argument("--save-dir", type=Path, default=None,
                         help="also write each fitted distiller there "

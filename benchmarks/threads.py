@@ -1,16 +1,18 @@
 """What running θ0 draws in parallel CPU threads buys a fit (``skdistill/_threads.py``).
 
-The same ``DatasetDistiller`` fits run in one process, in alternating order: as the library
-runs them (looped draws of a small ConvNet in threads, a share of torch's intra-op threads
-each) and with the draw threads switched off (``skdistill._threads.ENABLED = False``: the
-draws in turn, every intra-op thread on each). Reported: seconds per outer iteration (from
-the callback of the first iteration to that of the last, validation included, set-up left
-out), the ratio, and how far apart the two distilled sets are (the same arithmetic, the
-draws' gradients summed in another order and kernels on other thread counts: float
-rounding, which an unrolled fit amplifies).
+The same ``DatasetDistiller`` fits run in one process, in alternating order, three ways:
+as the library runs them (``threads``: looped draws of a small ConvNet in threads, a share of
+torch's intra-op threads each), with the draw threads switched off (``serial``:
+``skdistill._threads.ENABLED = False``, the draws in turn, every intra-op thread on each),
+and in turn on a single torch thread (``one thread``, what the docs advised for small
+networks before). Reported: seconds per outer iteration (from the callback of the first
+iteration to that of the last, validation included, set-up left out), the ratios, and how
+far apart the ``serial`` and ``threads`` sets are (the same arithmetic, the draws' gradients
+summed in another order and kernels on other thread counts: float rounding, which an
+unrolled fit amplifies).
 
-Both need ``--threads`` of at least 2 (the default); with one torch thread the library runs
-no draw threads and both settings are the same.
+``--threads`` must be at least 2 (the default): with one torch thread the library runs no
+draw threads.
 
 Writes ``threads{_quick}.md/.json/.png`` under ``--out-dir``.
 
@@ -25,6 +27,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
@@ -48,7 +51,9 @@ from _common import (  # noqa: E402
 from skdistill import _threads  # noqa: E402
 
 WORKLOADS = {k: FIT_WORKLOADS[k] for k in ("fashion_1ipc", "digits_lenet")}
-SETTINGS = ("serial", "threads")
+# "one thread": the draws in turn on a single torch thread, what the docs advised for small
+# networks before the draw threads
+SETTINGS = ("serial", "threads", "one thread")
 
 
 def parse_args(argv=None):
@@ -75,12 +80,15 @@ def timed(X, y, params, max_iter, setting):
             super().__init__(*a)
             made.append(self.n_threads)
 
-    saved = _threads.ENABLED, _threads.DrawThreads
+    saved = _threads.ENABLED, _threads.DrawThreads, torch.get_num_threads()
     _threads.ENABLED, _threads.DrawThreads = setting == "threads", Counted
+    if setting == "one thread":
+        torch.set_num_threads(1)
     try:
         seconds, est = timed_fit(X, y, params, max_iter)
     finally:
-        _threads.ENABLED, _threads.DrawThreads = saved
+        _threads.ENABLED, _threads.DrawThreads = saved[:2]
+        torch.set_num_threads(saved[2])
     return seconds, est, made[0] if made else 0
 
 
@@ -109,30 +117,37 @@ def main(argv=None):
             bar.update(1)
         diff = float(np.abs(fitted["serial"].distilled_X_ - fitted["threads"].distilled_X_).max())
         scores = {s: fitted[s].best_validation_score_ for s in SETTINGS}
-        ratio = np.median(runs["serial"]) / np.median(runs["threads"])
+        median = {k: float(np.median(v)) for k, v in runs.items()}
+        ratio = median["serial"] / median["threads"]
+        ratio_one = median["one thread"] / median["threads"]
         payload[name] = {"description": what, "params": params, "max_iter": n_iter,
                          "seconds_per_iteration": runs, "draw_threads": n_threads,
-                         "speedup": ratio, "max_abs_diff_distilled_X": diff,
+                         "speedup": ratio, "speedup_over_one_thread": ratio_one,
+                         "max_abs_diff_distilled_X": diff,
                          "best_validation_score": scores}
         rows.append([name, n_iter, n_threads["threads"],
                      " / ".join(f"{s:.3g}" for s in runs["serial"]),
-                     " / ".join(f"{s:.3g}" for s in runs["threads"]), f"{ratio:.2f}x",
-                     f"{diff:.1e}",
-                     f"{scores['serial']:.4f} / {scores['threads']:.4f}"])
+                     " / ".join(f"{s:.3g}" for s in runs["threads"]),
+                     " / ".join(f"{s:.3g}" for s in runs["one thread"]), f"{ratio:.2f}x",
+                     f"{ratio_one:.2f}x", f"{diff:.1e}",
+                     " / ".join(f"{scores[s]:.4f}" for s in SETTINGS)])
     bar.close()
 
     lines = ["# θ0 draws in parallel CPU threads: a fit with and without them", "",
              *stamp_lines(meta), "",
              f"Seconds per outer iteration of `DatasetDistiller.fit` (defaults otherwise, "
              f"validation included, seed 0, {args.threads} torch threads), each fit timed "
-             "from its first iteration's callback to its last; the two settings alternate "
-             "in one process, round by round. Draw threads: how many the library started "
-             "(0: none, the step was above `skdistill._threads.MAX_STEP_GFLOP`). Speed-up: "
-             "median serial over median threads. Last columns: the largest difference "
-             "between the two distilled sets, and each fit's best validation accuracy.", "",
+             "from its first iteration's callback to its last; the settings alternate "
+             "in one process, round by round: `serial` (draws in turn), `threads` (the "
+             "library's draw threads), `one thread` (draws in turn on one torch thread). "
+             "Draw threads: how many the library started (0: none, the step was above "
+             "`skdistill._threads.MAX_STEP_GFLOP`). Speed-ups: median serial, and median "
+             "one thread, over median threads. Last columns: the largest difference between "
+             "the serial and threads sets, and each fit's best validation accuracy.", "",
              markdown_table(["workload", "iterations", "draw threads", "serial (s/it)",
-                             "threads (s/it)", "speed-up", "max abs ΔX",
-                             "validation: serial / threads"], rows), ""]
+                             "threads (s/it)", "one thread (s/it)", "speed-up",
+                             "over one thread", "max abs ΔX",
+                             "validation: serial / threads / one thread"], rows), ""]
     lines += [f"- `{name}`: {WORKLOADS[name][0]}" for name in args.workloads]
 
     fig = seconds_per_iteration_figure(payload, args.workloads, SETTINGS)
