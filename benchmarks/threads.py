@@ -102,7 +102,8 @@ def main(argv=None):
                  "iteration's end to the last's)")
     device, meta, config = start_run(args)
     rows, payload = [], {}
-    bar = progress(2 * args.rounds * len(args.workloads), "fits", disable=args.no_progress)
+    bar = progress(len(SETTINGS) * args.rounds * len(args.workloads), "fits",
+                   disable=args.no_progress)
     for name in args.workloads:
         what, dataset, params, n_iter = WORKLOADS[name]
         n_iter = args.max_iter or n_iter

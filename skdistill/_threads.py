@@ -12,8 +12,12 @@ one inner step is small: the width-32 depth-2 ConvNet on 10 synthetic images (th
 fit's; 0.04 GFLOP per forward pass) ran 1.13x and 1.18x as fast as the loop with 2 and 4
 draws; on 100 images (0.4 GFLOP) 1.04x; on 400 images 0.95x, and the width-128 depth-3
 ConvNet on 10 images (0.7 GFLOP) 0.80x with 2 draws and 0.74x with 4, where two intra-op
-threads already work well and two draws at once contend for the caches. So :func:`n_draw_threads` takes
-threads only below :data:`MAX_STEP_GFLOP` per forward pass of an inner step.
+threads already work well and two draws at once contend for the caches. So
+:func:`n_draw_threads` takes threads only below :data:`MAX_STEP_GFLOP` per forward pass of
+an inner step. Predicting many samples (validation, ``score``) gains nothing from them:
+``score`` on 10,000 Fashion-MNIST images with 5 draws of the 32x2 net took 5.6-7.2 s in
+draw threads and 5.6-6.8 s in turn (a version of ``benchmarks/threads.py`` that also timed
+it), so predictions stay in the calling thread.
 
 The shares are combined in draw order, so a result depends on the number of threads (like
 any change of torch's thread count, it moves float rounding) but not on their timing: the
@@ -159,11 +163,3 @@ class DrawThreads:
             params0,
         )
         return {k: torch.cat([part[k] for _, part in parts]) for k in parts[0][1]}
-
-    def predict_stacked(self, params, x, chunk_size=256):
-        """:func:`_unroll.predict_stacked`, a share of the draws per thread."""
-        parts = self.map_draws(
-            lambda forward, share: _unroll.predict_stacked(forward, share, x, chunk_size),
-            params,
-        )
-        return torch.cat([part for _, part in parts])

@@ -997,13 +997,13 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 params0 = sample_params(p_init, net, n_val_draws,
                                         np.random.RandomState(val_seed), device)
                 syn = images(st["z"]), targets(st), st["log_lr"].exp(), batches
-                if val_pool is not None:
-                    final = val_pool.unroll_stacked(params0, *syn)
-                    predict = val_pool.predict_stacked
-                else:
-                    final = _unroll.unroll_stacked(forward, params0, *syn, vectorize)
-                    predict = lambda p, x: _unroll.predict_stacked(forward, p, x)
-                correct = sum((predict(final, x) == t).sum() for x, t in val.chunks())
+                # the unroll in draw threads; the predictions of many samples gain nothing
+                final = (val_pool.unroll_stacked(params0, *syn) if val_pool is not None
+                         else _unroll.unroll_stacked(forward, params0, *syn, vectorize))
+                correct = sum(
+                    (_unroll.predict_stacked(forward, final, x) == t).sum()
+                    for x, t in val.chunks()
+                )
                 score = correct.double() / (len(val) * n_val_draws)
                 if world > 1:  # the ranks agree bit for bit; rank 0's word is final
                     torch.distributed.broadcast(score, src=0)

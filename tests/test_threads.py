@@ -50,20 +50,17 @@ def test_threaded_meta_gradient_equals_the_serial_loop(segment, n_threads):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-14)
 
 
-def test_threaded_unroll_and_prediction_equal_the_serial_ones():
-    net, params0, leaves, x_real, _ = _problem(n_draws=4)
+def test_threaded_unroll_equals_the_serial_one():
+    net, params0, leaves, _, _ = _problem(n_draws=4)
     forward = _unroll.make_forward(net, SHAPE)
     x, y, lrs = (t.detach() for t in _synthetic(leaves))
-    with torch.no_grad(), _threads.DrawThreads(net, SHAPE, 2) as pool:
+    with torch.no_grad(), _threads.DrawThreads(net, SHAPE, 3) as pool:
         final = pool.unroll_stacked(params0, x, y, lrs, [slice(None)])
         ref = _unroll.unroll_stacked(forward, params0, x, y, lrs, [slice(None)], False)
-        pred = pool.predict_stacked(final, x_real, chunk_size=5)
-        ref_pred = _unroll.predict_stacked(forward, ref, x_real, chunk_size=5)
     for k in ref:
+        assert final[k].shape == ref[k].shape and final[k].shape[0] == 4
         torch.testing.assert_close(final[k], ref[k], rtol=0, atol=0)
         assert final[k].grad_fn is None  # the caller's no_grad held in the threads
-    assert pred.shape == (4, 16)
-    torch.testing.assert_close(pred, ref_pred, rtol=0, atol=0)
 
 
 def test_the_callers_autocast_holds_in_the_threads():
