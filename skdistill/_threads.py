@@ -42,7 +42,13 @@ ENABLED = True
 MAX_STEP_GFLOP = 0.1
 
 
-def n_draw_threads(n_draws, device, vectorize, step_flops=None):
+# Layers that draw from torch's global generator in training mode: in threads the draws'
+# calls would interleave in a different order every run.
+_RANDOM_LAYERS = (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d,
+                  torch.nn.AlphaDropout, torch.nn.FeatureAlphaDropout)
+
+
+def n_draw_threads(n_draws, device, vectorize, step_flops=None, net=None):
     """Threads to run ``n_draws`` θ0 draws in, or 0 to run them in the calling thread.
 
     Threads for looped draws (``vectorize=False``: conv nets on CPU) when torch has at least
@@ -50,9 +56,14 @@ def n_draw_threads(n_draws, device, vectorize, step_flops=None):
     ``torch.set_num_threads``, ``OMP_NUM_THREADS`` and ``threadpoolctl`` set) and one inner
     step is small: ``step_flops()``, called only if the rest allows threads, returns the
     forward FLOPs of one draw on one step's synthetic batch, at most :data:`MAX_STEP_GFLOP`
-    (None: not checked). One thread per draw up to torch's thread count.
+    (None: not checked). One thread per draw up to torch's thread count. None for a ``net``
+    with dropout layers in training mode, whose random masks would come from torch's global
+    generator in an order that changes from run to run.
     """
     if not ENABLED or torch.device(device).type != "cpu" or vectorize is not False:
+        return 0
+    if net is not None and any(isinstance(m, _RANDOM_LAYERS) and m.training
+                               for m in net.modules()):
         return 0
     n = min(int(n_draws), torch.get_num_threads())
     if n < 2 or (step_flops is not None and step_flops() > MAX_STEP_GFLOP * 1e9):

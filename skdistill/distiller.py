@@ -950,7 +950,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
 
         # looped draws in parallel CPU threads where that pays (small inner steps)
         n_threads = _threads.n_draw_threads(max(len(my_draws), n_val_draws), device, vectorize,
-                                            step_flops)
+                                            step_flops, net)
         pool = resources.enter_context(
             _threads.DrawThreads(net, s["input_shape"], n_threads)) if n_threads else None
         train_pool = pool if len(my_draws) > 1 else None

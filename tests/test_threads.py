@@ -128,6 +128,9 @@ def test_n_draw_threads_only_for_small_looped_steps_on_cpu_with_threads_to_share
         assert _threads.n_draw_threads(4, "cpu", True) == 0  # vmap
         assert _threads.n_draw_threads(4, "cpu", "batched") == 0  # the MLP path
         assert _threads.n_draw_threads(4, "cuda", False) == 0
+        dropout = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Dropout(0.5))
+        assert _threads.n_draw_threads(4, "cpu", False, net=dropout) == 0  # random masks
+        assert _threads.n_draw_threads(4, "cpu", False, net=dropout.eval()) == 3
         monkeypatch.setattr(_threads, "ENABLED", False)
         assert _threads.n_draw_threads(4, "cpu", False) == 0
         monkeypatch.setattr(_threads, "ENABLED", True)
