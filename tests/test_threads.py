@@ -53,8 +53,8 @@ def test_threaded_meta_gradient_equals_the_serial_loop(segment, n_threads):
 def test_threaded_unroll_equals_the_serial_one():
     net, params0, leaves, _, _ = _problem(n_draws=4)
     forward = _unroll.make_forward(net, SHAPE)
-    x, y, lrs = (t.detach() for t in _synthetic(leaves))
     with torch.no_grad(), _threads.DrawThreads(net, SHAPE, 3) as pool:
+        x, y, lrs = _synthetic(leaves)  # x is a leaf that requires a gradient
         final = pool.unroll_stacked(params0, x, y, lrs, [slice(None)])
         ref = _unroll.unroll_stacked(forward, params0, x, y, lrs, [slice(None)], False)
     for k in ref:
