@@ -193,8 +193,8 @@ def add_fit_args(parser, quick):
                         help="fits per setting and workload, in alternating order "
                              "(default 2, 1 with --quick)")
     parser.add_argument("--max-iter", type=positive_int, default=None,
-                        help=f"iterations per fit (default: the workload's; 4 with --quick: "
-                             f"{quick})")
+                        help=f"iterations per fit (default: the workload's; --quick: 4 "
+                             f"iterations of {quick})")
     parser.add_argument("--threads", type=positive_int, default=2,
                         help="torch's intra-op threads")
     parser.add_argument("--data-home", default=None, help="where Fashion-MNIST's files are")
