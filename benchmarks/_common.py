@@ -192,12 +192,20 @@ def add_fit_args(parser, quick):
     parser.add_argument("--rounds", type=positive_int, default=None,
                         help="fits per setting and workload, in alternating order "
                              "(default 2, 1 with --quick)")
-    parser.add_argument("--max-iter", type=positive_int, default=None,
-                        help=f"iterations per fit (default: the workload's; --quick: 4 "
-                             f"iterations of {quick})")
+    parser.add_argument("--max-iter", type=_at_least_two, default=None,
+                        help=f"iterations per fit, at least 2: the time runs from the first "
+                             f"iteration's end to the last's (default: the workload's; "
+                             f"--quick: 4 iterations of {quick})")
     parser.add_argument("--threads", type=positive_int, default=2,
                         help="torch's intra-op threads")
     parser.add_argument("--data-home", default=None, help="where Fashion-MNIST's files are")
+
+
+def _at_least_two(text):
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2, got {value}")
+    return value
 
 
 def alternating(settings, rounds):

@@ -35,7 +35,6 @@ from _common import (  # noqa: E402
     finish_args,
     load_fit_data,
     markdown_table,
-    positive_int,
     progress,
     publish,
     seconds_per_iteration_figure,
@@ -81,9 +80,6 @@ def main(argv=None):
     if user_tuned():
         sys.exit("allocator.py: the environment tunes glibc's malloc (MALLOC_* or "
                  "GLIBC_TUNABLES); run it without, so that both settings can be compared")
-    if args.max_iter is not None and args.max_iter < 2:
-        sys.exit("allocator.py: --max-iter must be at least 2 (the time runs from the first "
-                 "iteration's end to the last's)")
     # no retain_freed_memory here: each fit is timed under one setting or the other
     device, meta, config = start_run(args)
     meta["allocator"] = "alternating: glibc's default / keep_freed_memory() around the fit"

@@ -39,7 +39,6 @@ from _common import (  # noqa: E402
     finish_args,
     load_fit_data,
     markdown_table,
-    positive_int,
     progress,
     publish,
     seconds_per_iteration_figure,
@@ -97,9 +96,6 @@ def main(argv=None):
     if args.threads < 2:
         sys.exit("threads.py: --threads must be at least 2 (with one torch thread the library "
                  "runs no draw threads)")
-    if args.max_iter is not None and args.max_iter < 2:
-        sys.exit("threads.py: --max-iter must be at least 2 (the time runs from the first "
-                 "iteration's end to the last's)")
     device, meta, config = start_run(args)
     rows, payload = [], {}
     bar = progress(len(SETTINGS) * args.rounds * len(args.workloads), "fits",

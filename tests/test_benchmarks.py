@@ -82,6 +82,16 @@ def test_threads_benchmark_refuses_one_torch_thread():
     assert done.returncode != 0 and "--threads must be at least 2" in done.stderr
 
 
+@pytest.mark.parametrize("script", ["threads", "allocator"])
+def test_timed_fit_scripts_refuse_a_single_iteration(script):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--quick", "--no-progress",
+         "--max-iter", "1"],
+        cwd=ROOT, timeout=300, capture_output=True, text=True,
+    )
+    assert done.returncode == 2 and "--max-iter: must be at least 2" in done.stderr
+
+
 def test_allocator_benchmark_refuses_an_environment_that_tunes_malloc():
     env = {**os.environ, "MALLOC_TOP_PAD_": "0"}
     done = subprocess.run(
