@@ -22,6 +22,28 @@ def run_quick(script, out_dir):
     )
 
 
+def quick_fit_results(script, workload, out_dir):
+    """Run a timed-fit script's ``--quick`` mode; its one workload's JSON results, after
+    checking the table and the plot that come with them."""
+    run_quick(script, out_dir)
+    assert "speed-up" in (out_dir / f"{script}_quick.md").read_text()
+    assert (out_dir / f"{script}_quick.png").stat().st_size > 1000
+    run = json.loads((out_dir / f"{script}_quick.json").read_text())["results"][workload]
+    assert all(len(v) == 1 and v[0] > 0 for v in run["seconds_per_iteration"].values())
+    return run
+
+
+def refusal(script, *args, env=None):
+    """stderr of ``benchmarks/<script>.py --quick ARGS``, which must fail."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--quick", "--no-progress",
+         *args],
+        cwd=ROOT, timeout=300, env=env, capture_output=True, text=True,
+    )
+    assert done.returncode != 0
+    return done.stderr
+
+
 @pytest.mark.slow
 def test_quick_accuracy_benchmark_writes_table_json_and_plot(tmp_path):
     run_quick("accuracy", tmp_path)
@@ -49,56 +71,31 @@ def test_quick_scaling_benchmark_writes_table_json_and_plot(tmp_path):
 
 @pytest.mark.slow
 def test_quick_allocator_benchmark_times_both_settings_on_the_same_set(tmp_path):
-    run_quick("allocator", tmp_path)
-    result = json.loads((tmp_path / "allocator_quick.json").read_text())["results"]
-    run = result["digits_mlp"]
-    assert all(len(run["seconds_per_iteration"][k]) == 1 and run["seconds_per_iteration"][k][0] > 0
-               for k in ("default", "kept"))
+    run = quick_fit_results("allocator", "digits_mlp", tmp_path)
+    assert set(run["seconds_per_iteration"]) == {"default", "kept"}
     # the allocator changes where memory comes from, never the arithmetic
     assert run["max_abs_diff_distilled_X"] == 0.0
-    assert "speed-up" in (tmp_path / "allocator_quick.md").read_text()
-    assert (tmp_path / "allocator_quick.png").stat().st_size > 1000
 
 
 @pytest.mark.slow
 def test_quick_threads_benchmark_times_a_fit_with_and_without_draw_threads(tmp_path):
-    run_quick("threads", tmp_path)
-    result = json.loads((tmp_path / "threads_quick.json").read_text())["results"]
-    run = result["digits_lenet"]
+    run = quick_fit_results("threads", "digits_lenet", tmp_path)
     assert run["draw_threads"] == {"serial": 0, "threads": 2, "one thread": 0}
-    assert all(len(v) == 1 and v[0] > 0 for v in run["seconds_per_iteration"].values())
     # the same fit up to float rounding, not another one
     assert run["max_abs_diff_distilled_X"] < 1e-3
-    assert "speed-up" in (tmp_path / "threads_quick.md").read_text()
-    assert (tmp_path / "threads_quick.png").stat().st_size > 1000
 
 
 def test_threads_benchmark_refuses_one_torch_thread():
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "threads.py"), "--quick", "--no-progress",
-         "--threads", "1"],
-        cwd=ROOT, timeout=300, capture_output=True, text=True,
-    )
-    assert done.returncode != 0 and "--threads must be at least 2" in done.stderr
+    assert "--threads must be at least 2" in refusal("threads", "--threads", "1")
 
 
 @pytest.mark.parametrize("script", ["threads", "allocator"])
 def test_timed_fit_scripts_refuse_a_single_iteration(script):
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--quick", "--no-progress",
-         "--max-iter", "1"],
-        cwd=ROOT, timeout=300, capture_output=True, text=True,
-    )
-    assert done.returncode == 2 and "--max-iter: must be at least 2" in done.stderr
+    assert "--max-iter: must be at least 2" in refusal(script, "--max-iter", "1")
 
 
 def test_allocator_benchmark_refuses_an_environment_that_tunes_malloc():
-    env = {**os.environ, "MALLOC_TOP_PAD_": "0"}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "allocator.py"), "--quick", "--no-progress"],
-        cwd=ROOT, timeout=300, env=env, capture_output=True, text=True,
-    )
-    assert done.returncode != 0 and "MALLOC_" in done.stderr
+    assert "MALLOC_" in refusal("allocator", env={**os.environ, "MALLOC_TOP_PAD_": "0"})
 
 
 def test_standard_training_of_the_benchmarks_uses_soft_labels_when_given():
