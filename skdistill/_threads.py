@@ -26,6 +26,7 @@ same ``random_state`` on the same machine gives the same bits.
 
 import copy
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -58,9 +59,14 @@ def n_draw_threads(n_draws, device, vectorize, step_flops=None, net=None):
     forward FLOPs of one draw on one step's synthetic batch, at most :data:`MAX_STEP_GFLOP`
     (None: not checked). One thread per draw up to torch's thread count. None for a ``net``
     with dropout layers in training mode, whose random masks would come from torch's global
-    generator in an order that changes from run to run.
+    generator in an order that changes from run to run. None outside the main thread: fits
+    run side by side in threads (joblib's threading backend, e.g. ``GridSearchCV(n_jobs=2)``
+    under ``parallel_backend("threading")``) already share the cores, and each pool would
+    set and restore torch's process-wide thread count under the other fits' feet.
     """
     if not ENABLED or torch.device(device).type != "cpu" or vectorize is not False:
+        return 0
+    if threading.current_thread() is not threading.main_thread():
         return 0
     if net is not None and any(isinstance(m, _RANDOM_LAYERS) and m.training
                                for m in net.modules()):

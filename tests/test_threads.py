@@ -2,6 +2,7 @@
 
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -134,6 +135,9 @@ def test_n_draw_threads_only_for_small_looped_steps_on_cpu_with_threads_to_share
         monkeypatch.setattr(_threads, "ENABLED", False)
         assert _threads.n_draw_threads(4, "cpu", False) == 0
         monkeypatch.setattr(_threads, "ENABLED", True)
+        # fits in worker threads (joblib's threading backend) already share the cores
+        with ThreadPoolExecutor(1) as worker:
+            assert worker.submit(_threads.n_draw_threads, 4, "cpu", False).result() == 0
         torch.set_num_threads(1)
         assert _threads.n_draw_threads(4, "cpu", False) == 0
     finally:
