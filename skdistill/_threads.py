@@ -57,9 +57,9 @@ def n_draw_threads(n_draws, device, vectorize, step_flops=None, net=None):
     ``torch.set_num_threads``, ``OMP_NUM_THREADS`` and ``threadpoolctl`` set) and one inner
     step is small: ``step_flops()``, called only if the rest allows threads, returns the
     forward FLOPs of one draw on one step's synthetic batch, at most :data:`MAX_STEP_GFLOP`
-    (None: not checked). One thread per draw up to torch's thread count. None for a ``net``
+    (None: not checked). One thread per draw up to torch's thread count. 0 for a ``net``
     with dropout layers in training mode, whose random masks would come from torch's global
-    generator in an order that changes from run to run. None outside the main thread: fits
+    generator in an order that changes from run to run. 0 outside the main thread: fits
     run side by side in threads (joblib's threading backend, e.g. ``GridSearchCV(n_jobs=2)``
     under ``parallel_backend("threading")``) already share the cores, and each pool would
     set and restore torch's process-wide thread count under the other fits' feet.

@@ -267,7 +267,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         ``"auto"`` uses CUDA when available, else the CPU. On the CPU a convolutional
         module with several θ0 draws and a small inner step (at most 0.1 GFLOP per forward
         pass) runs its draws in parallel threads when ``torch.get_num_threads()`` is 2 or
-        more, sharing those threads out among them.
+        more, sharing those threads out among them (only in a fit called from the main
+        thread).
 
     Attributes
     ----------
