@@ -59,6 +59,7 @@ from _common import (  # noqa: E402
 
 from skdistill import (  # noqa: E402
     DatasetDistiller,
+    DistilledClassifier,
     TrainingScorer,
     load_digits_images,
     load_fashion_mnist,
@@ -136,6 +137,13 @@ def parse_args(argv=None):
                              "evaluations since DSA do; reported as a third column")
     parser.add_argument("--learn-labels", action="store_true",
                         help="the distiller learns soft labels (learn_labels=True)")
+    parser.add_argument("--label-teacher", type=positive_int, default=None, metavar="EPOCHS",
+                        help="the distiller's soft labels start from a teacher's (label_init): "
+                             "--module trained on the distiller's training split by Adam, "
+                             "lr 0.001, minibatches of 256, for EPOCHS epochs, inside the fit "
+                             "(its time counts); needs --learn-labels to learn them further")
+    parser.add_argument("--label-temperature", type=_positive_float, default=1.0, metavar="T",
+                        help="temperature of the teacher's labels (label_temperature)")
     parser.add_argument("--module", choices=["mlp", "lenet", "convnet"], default="mlp",
                         help="network of both protocols, for every method")
     parser.add_argument("--module-params", type=json.loads, default=None,
@@ -258,6 +266,9 @@ def build(method, ipc, data, args, device):
             extra["validation_scoring"] = TrainingScorer(
                 standard_classifier(**protocol2_params(args, data, device)),
                 n_runs=args.validate_protocol2, random_state=args.seed)
+        if args.label_teacher:
+            extra["label_init"] = teacher(args, data, device)
+            extra["label_temperature"] = args.label_temperature
         extra.update(args.distill_params or {})
         if args.multi_formation > 1:
             common["n_distilled"] *= args.multi_formation ** 2
@@ -272,6 +283,18 @@ def build(method, ipc, data, args, device):
         return DatasetDistiller(max_iter=args.max_iter, batch_size=args.batch_size,
                                 learn_labels=args.learn_labels, **extra, **common)
     return SELECTORS[method](inner_lr=args.inner_lr, **common)
+
+
+def teacher(args, data, device):
+    """The unfitted teacher of ``--label-teacher``: ``--module`` trained on real data."""
+    from imblearn import FunctionSampler  # the identity sampler: train on all the data
+
+    return DistilledClassifier(
+        distiller=FunctionSampler(), training="standard", module=args.module,
+        module_params=args.module_params,
+        input_shape=data.image_shape if args.module != "mlp" else None,
+        max_epochs=args.label_teacher, lr=0.001, optimizer="adam", batch_size=256,
+        random_state=args.seed, device=device)
 
 
 def _progress(bar, deadline=None):
@@ -353,6 +376,10 @@ def report(results, args, meta):
         f"`max_iter={args.max_iter}`", f"`batch_size={args.batch_size}`",
         f"`n_steps={args.n_steps}` with learned step sizes", f"`learn_labels={args.learn_labels}`",
         *([f"`n_inits={args.distill_inits}`"] if args.distill_inits else []),
+        *([f"soft labels started from a teacher's at `label_temperature={args.label_temperature}` "
+           f"(`label_init`: module `{args.module}` trained on the distiller's training split by "
+           f"Adam, lr 0.001, minibatches of 256, {args.label_teacher} epoch(s), inside the fit)"]
+          if args.label_teacher else []),
         *([f"`inner_lr_init={args.distill_lr_init}`"] if args.distill_lr_init else []),
         *([f"initial images from `{args.distill_init}`"] if args.distill_init != "real" else []),
         *([f"`multi_formation={args.multi_formation}` (ipc counts the stored images; each "

@@ -434,8 +434,8 @@ def _training_state(est, mean, std, n_classes, y_index):
     z = (torch.as_tensor(est.stored_X_, dtype=torch.float32) - mean) / std
     proba = torch.as_tensor(est.distilled_y_proba_, dtype=torch.float32)
     onehot = torch.nn.functional.one_hot(torch.as_tensor(y_index), n_classes).float()
-    if est.get_params().get("learn_labels", False):
-        logits = proba.clamp_min(1e-12).log()  # softmax(log p) = p
+    if est.get_params().get("learn_labels", False) or not torch.equal(proba, onehot):
+        logits = proba.clamp_min(1e-12).log()  # softmax(log p) = p: learned or fixed soft
     else:
         logits = onehot * math.log(9.0 * max(n_classes - 1, 1))
     return {
@@ -557,9 +557,10 @@ def _encode_params(distiller, classes, arrays, dtypes):
             out[name] = {"__architecture__": True}
         elif name == "model_init" and not isinstance(value, str):
             out[name] = {"__model_init__": "list" if isinstance(value, list) else "single"}
-        elif name == "init" and not isinstance(value, str):
-            _put(arrays, dtypes, "init", np.asarray(value))
-            out[name] = {"__array__": "init"}
+        elif (name in ("init", "label_init") and value is not None
+              and not isinstance(value, str) and not hasattr(value, "predict_proba")):
+            _put(arrays, dtypes, name, np.asarray(value))
+            out[name] = {"__array__": name}
         elif name == "relabel" and value:
             out[name] = {"__relabel__": [[int(_class_index(classes, [s])[0]),
                                           int(_class_index(classes, [d])[0])]

@@ -9,11 +9,12 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, _fit_context
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.base import BaseEstimator, _fit_context, clone
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, Options, RealNotInt, StrOptions
+from sklearn.utils._param_validation import (HasMethods, Interval, Options, RealNotInt,
+                                             StrOptions)
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
@@ -166,6 +167,23 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         Learn the step sizes (else they stay at ``inner_lr_init``).
     learn_labels : bool, default=False
         Learn a soft label (a distribution over classes) per synthetic sample.
+    label_init : array-like of shape (n_distilled, n_classes), classifier or None, \
+            default=None
+        Soft labels the synthetic samples start with (kept fixed when ``learn_labels=False``,
+        the start of the learned ones otherwise): given probabilities (rows ordered as
+        ``distilled_y_``, columns as ``classes_``), or a classifier with ``predict_proba``
+        (a teacher) applied to the initial synthetic samples as the networks see them
+        (decoded, with ``multi_formation``). A fitted classifier is used as it is; an
+        unfitted one is cloned and fitted on the training split (not the validation rows)
+        first. None: hard labels, or with ``learn_labels=True`` probability 0.9 on the
+        assigned class. Ignored by a warm start, which continues from the previous labels.
+        On Fashion-MNIST, ten images per class, a ConvNet teacher's labels at
+        ``label_temperature=3`` gave about a point more on the literature's protocol than
+        the 0.9 start; at one image per class they gave no gain (benchmarks/README.md,
+        "every run").
+    label_temperature : float, default=1.0
+        Temperature ``T`` applied to ``label_init``: the labels start as ``p^(1/T)``,
+        renormalised (a teacher's softmax at temperature ``T``). Above 1 softens them.
     relabel : dict, default=None
         ``{real_class: target_class}``: the outer objective asks networks trained on the
         synthetic set to predict ``target_class`` for real samples of ``real_class`` (the
@@ -348,6 +366,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                           None],
         "learn_lr": ["boolean"],
         "learn_labels": ["boolean"],
+        "label_init": ["array-like", HasMethods(["predict_proba"]), None],
+        "label_temperature": [Interval(Real, 0, None, closed="neither")],
         "relabel": [dict, None],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "step_size_learning_rate": [Interval(Real, 0, None, closed="neither")],
@@ -389,6 +409,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         inner_lr_init=None,
         learn_lr=True,
         learn_labels=False,
+        label_init=None,
+        label_temperature=1.0,
         relabel=None,
         learning_rate=0.03,
         step_size_learning_rate=0.01,
@@ -424,6 +446,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self.inner_lr_init = inner_lr_init
         self.learn_lr = learn_lr
         self.learn_labels = learn_labels
+        self.label_init = label_init
+        self.label_temperature = label_temperature
         self.relabel = relabel
         self.learning_rate = learning_rate
         self.step_size_learning_rate = step_size_learning_rate
@@ -682,6 +706,18 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             mean, std = self._mean_std
         else:
             mean, std = _moments(X)
+        # Soft targets: learned, or fixed ones given by label_init. A warm start keeps the
+        # kind of labels of the fit it continues (label_init is ignored there, as init is).
+        label_init = None
+        if warm:
+            previous = np.asarray(self.distilled_y_proba_)
+            soft = self.learn_labels or previous.shape != (syn_class.shape[0], n_classes) or (
+                not np.array_equal(previous, np.eye(n_classes)[syn_class]))
+        else:
+            soft = self.learn_labels or self.label_init is not None
+            if resume is None and self.label_init is not None:
+                label_init = self._check_label_init(X, y_enc, classes, init_x, train_rows,
+                                                    input_shape, mean, std)
         setup = {
             "X_dtype": X.dtype,
             "classes": classes,
@@ -694,6 +730,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             "rng": rng,
             "syn_class": syn_class,
             "init_x": init_x,
+            "label_init": label_init,
+            "soft_labels": soft,
             "model_init": model_init,
             "warm": warm,
             "resume": resume,
@@ -784,6 +822,52 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             raise ValueError("init array contains NaN or infinity.")
         return arr
 
+    def _check_label_init(self, X, y_enc, classes, init_x, train_rows, input_shape, mean, std):
+        """Initial soft labels from ``label_init`` (float64, rows summing to one), at
+        ``label_temperature``."""
+        spec = self.label_init
+        n_classes = classes.shape[0]
+        expected = (init_x.shape[0], n_classes)
+        if hasattr(spec, "predict_proba"):
+            teacher = spec
+            try:
+                check_is_fitted(teacher)
+            except NotFittedError:
+                teacher = clone(teacher).fit(X[train_rows], classes[y_enc[train_rows]])
+            known = getattr(teacher, "classes_", None)
+            if known is not None and np.asarray(known).tolist() != classes.tolist():
+                raise ValueError(
+                    f"label_init's classes_ {np.asarray(known).tolist()} are not the classes "
+                    f"of y {classes.tolist()}; its predict_proba columns must be those classes."
+                )
+            # the initial synthetic samples as the networks will see them (decoded)
+            x0 = torch.as_tensor(init_x, dtype=torch.float32)
+            z = _formation.encode((x0 - mean) / std, input_shape, self.multi_formation)
+            seen = decode_stored(mean + std * z, input_shape, self.multi_formation, X.dtype)
+            proba = np.asarray(teacher.predict_proba(seen), dtype=np.float64)
+            what = "label_init's predict_proba returned"
+        else:
+            try:
+                proba = np.asarray(spec, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"label_init is not an array of probabilities: {exc}") from None
+            what = "label_init has"
+        if proba.shape != expected:
+            raise ValueError(
+                f"{what} shape {proba.shape}; expected (n_distilled, n_classes) = {expected}."
+            )
+        if not np.isfinite(proba).all() or proba.min() < 0:
+            raise ValueError(f"{what} negative, NaN or infinite values; expected probabilities.")
+        sums = proba.sum(axis=1)
+        if np.abs(sums - 1).max() > 1e-3:
+            row = int(np.argmax(np.abs(sums - 1)))
+            raise ValueError(
+                f"{what} rows that do not sum to 1 (row {row} sums to {sums[row]:.4g}); "
+                "expected a probability distribution over the classes per synthetic sample."
+            )
+        proba = proba ** (1.0 / self.label_temperature)
+        return proba / proba.sum(axis=1, keepdims=True)
+
     def _check_augment(self, input_shape):
         """The augmentation strategy (tuple of names) or None; clear errors before work."""
         if self.augment is None:
@@ -855,9 +939,13 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         else:
             x0 = torch.as_tensor(s["init_x"], dtype=torch.float32)
             z = _formation.encode((x0 - mean) / std, s["input_shape"], self.multi_formation)
-            onehot = torch.nn.functional.one_hot(syn_class.cpu(), n_classes).float()
-            # Soft labels start at probability 0.9 on the assigned class.
-            label_init = onehot * math.log(9.0 * max(n_classes - 1, 1))
+            if s["label_init"] is not None:
+                label_init = torch.as_tensor(s["label_init"], dtype=torch.float32)
+                label_init = label_init.clamp_min(1e-12).log()  # softmax(log p) = p
+            else:
+                onehot = torch.nn.functional.one_hot(syn_class.cpu(), n_classes).float()
+                # Soft labels start at probability 0.9 on the assigned class.
+                label_init = onehot * math.log(9.0 * max(n_classes - 1, 1))
             state = {
                 "z": z.to(device),
                 # "auto" is replaced below, once the networks and batches are set up
@@ -932,7 +1020,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             return mean + std * _formation.decode(z, s["input_shape"], self.multi_formation)
 
         def targets(st):
-            if self.learn_labels:
+            if s["soft_labels"]:
                 return torch.softmax(st["label_logits"], dim=1)
             return torch.nn.functional.one_hot(syn_class, n_classes).to(st["z"].dtype)
 
@@ -1176,7 +1264,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self.distilled_X_ = decode_stored(stored, s["input_shape"], self.multi_formation,
                                           s["X_dtype"])
         self.distilled_y_ = s["classes"][syn_class.cpu().numpy()]
-        if self.learn_labels:
+        if s["soft_labels"]:
             proba = torch.softmax(st["label_logits"].detach(), 1)
         else:
             proba = torch.nn.functional.one_hot(syn_class, s["n_classes"])
@@ -1417,6 +1505,7 @@ def _fingerprint(est, n_features, classes):
         "n_steps": int(est._n_steps()),
         "learn_lr": bool(est.learn_lr),
         "learn_labels": bool(est.learn_labels),
+        "soft_labels": bool(est.learn_labels or est.label_init is not None),
     }
 
 
@@ -1461,7 +1550,9 @@ def _read_checkpoint(path):
 def _check_checkpoint_fits(payload, est, n_features, classes):
     expected = _fingerprint(est, n_features, classes)
     # files written before multi_formation existed hold no entry for it: they had one
-    found = {"multi_formation": 1, **payload["fingerprint"]}
+    # nor for label_init, whose soft labels were then the learned ones
+    found = {"multi_formation": 1, "soft_labels": payload["fingerprint"].get("learn_labels"),
+             **payload["fingerprint"]}
     diff = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
     if diff:
         detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
