@@ -834,6 +834,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 check_is_fitted(teacher)
             except NotFittedError:
                 teacher = clone(teacher).fit(X[train_rows], classes[y_enc[train_rows]])
+            except TypeError:
+                pass  # not an estimator (no fit method): a plain labelling function object
             known = getattr(teacher, "classes_", None)
             if known is not None and np.asarray(known).tolist() != classes.tolist():
                 raise ValueError(

@@ -150,3 +150,16 @@ def test_a_teacher_is_not_saved_but_its_labels_are(tiny_data, tmp_path):
     assert back.get_params()["label_init"] is None
     np.testing.assert_allclose(back.distilled_y_proba_, d.distilled_y_proba_, atol=1e-7)
     assert back.distilled_y_proba_.max() < 0.99
+
+
+class _Uniform:
+    """Not an estimator: only predict_proba, as any labelling object may offer."""
+
+    def predict_proba(self, X):
+        return np.full((len(X), 3), 1 / 3)
+
+
+def test_an_object_with_only_predict_proba_labels_as_it_is(tiny_data):
+    X, y = tiny_data
+    d = fast(n_distilled=3, label_init=_Uniform(), **FROZEN).fit(X, y)
+    np.testing.assert_allclose(d.distilled_y_proba_, 1 / 3, atol=1e-6)
