@@ -163,6 +163,60 @@ def _parse_label(token, classes):
                      f"{[str(c) for c in classes.tolist()]}.")
 
 
+# DatasetDistiller parameters that `distill` sets from an option of its own.
+_OPTION_OF = {
+    "n_distilled": "--ipc or --n-distilled", "module": "--module",
+    "module_params": "--module-params", "input_shape": "--input-shape",
+    "model_init": "--model-init", "n_steps": "--n-steps", "n_inits": "--n-inits",
+    "distilled_batch_size": "--distilled-batch-size", "learn_labels": "--learn-labels",
+    "label_init": "--label-init", "label_temperature": "--label-temperature",
+    "relabel": "--relabel", "batch_size": "--batch-size", "max_iter": "--max-iter",
+    "multi_formation": "--multi-formation", "random_state": "--seed", "verbose": "--verbose",
+    "device": "--device", "learning_rate": "--learning-rate", "checkpoint": "--checkpoint",
+    "warm_start": "--checkpoint",  # a fresh process has no previous fit but a checkpoint's
+}
+
+
+def _extra_params(text):
+    """The DatasetDistiller parameters of ``--params`` (a JSON object), checked by name."""
+    from . import DatasetDistiller
+
+    if not text:
+        return {}
+    try:
+        extra = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--params is not valid JSON ({exc}).") from None
+    if not isinstance(extra, dict):
+        raise ValueError(f"--params must be a JSON object of DatasetDistiller parameters, "
+                         f"e.g. '{{\"precision\": \"bfloat16\"}}', not {text!r}.")
+    known = DatasetDistiller().get_params()
+    for name in extra:
+        if name not in known:
+            raise ValueError(f"--params: {name!r} is not a DatasetDistiller parameter; the "
+                             f"parameters are {', '.join(sorted(known))}.")
+        if name in _OPTION_OF:
+            raise ValueError(f"--params: {name!r} has an option of its own: use "
+                             f"{_OPTION_OF[name]}.")
+    if "callback" in extra:
+        raise ValueError("--params: 'callback' takes a Python callable, which JSON cannot "
+                         "give; use DatasetDistiller from Python.")
+    return extra
+
+
+def _load_label_init(path):
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--label-init: no such file: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"--label-init {path}: not a .npy array of probabilities ({exc}).") \
+            from None
+
+
 def _size(n_bytes):
     for unit in ("B", "kB", "MB", "GB"):
         if n_bytes < 1000 or unit == "GB":
@@ -207,6 +261,7 @@ def _distill_one(args, rank):
     from . import DatasetDistiller
     from ._io import save_distiller
 
+    extra = _extra_params(args.params)  # checked before the data are read
     data = _load_dataset(args.dataset, args.data_home, args.seed)
     X, y = data.X_train, data.y_train
     if args.max_train is not None and args.max_train < X.shape[0]:
@@ -238,13 +293,23 @@ def _distill_one(args, rank):
         model_init = states[0] if len(states) == 1 else states
     module_params = json.loads(args.module_params) if args.module_params else None
     shape = tuple(args.input_shape) if args.input_shape else data.image_shape
-    distiller = DatasetDistiller(
+    label_init = None
+    if args.label_init is not None:
+        label_init = _load_label_init(args.label_init)
+    params = dict(
         n_distilled=n_distilled, module=args.module, module_params=module_params,
         input_shape=shape, model_init=model_init, n_steps=args.n_steps, n_inits=args.n_inits,
         distilled_batch_size=args.distilled_batch_size, learn_labels=args.learn_labels,
+        label_init=label_init, label_temperature=args.label_temperature,
         relabel=relabel, batch_size=args.batch_size, max_iter=args.max_iter,
         multi_formation=f, random_state=args.seed, verbose=args.verbose, device=args.device,
     )
+    if args.learning_rate is not None:
+        params["learning_rate"] = args.learning_rate
+    if args.checkpoint is not None:  # resume the run the file holds, if there is one
+        params.update(checkpoint=args.checkpoint, warm_start=True)
+    params.update(extra)
+    distiller = DatasetDistiller(**params)
     print(f"{args.dataset}: {X.shape[0]} training samples of shape {shape or (X.shape[1],)}, "
           f"{len(classes)} classes; distilling to {n_distilled} samples"
           + (f" ({n_distilled // (f * f)} stored images of {f}x{f} tiles)" if f > 1 else "")
@@ -503,12 +568,29 @@ def _parser():
     d.add_argument("--relabel", nargs="+", metavar="SRC:DST",
                    help="malicious objective: networks trained on the set predict DST for "
                         "real samples of SRC")
+    d.add_argument("--label-init", metavar="NPY",
+                   help="starting soft labels: a .npy array of shape (samples, classes) "
+                        "whose rows sum to 1, rows ordered as the synthetic samples (grouped by "
+                        "sorted class; with --multi-formation F, F*F decoded samples per "
+                        "stored image), columns as the sorted classes; kept fixed without "
+                        "--learn-labels")
+    d.add_argument("--label-temperature", type=_positive_float, default=1.0, metavar="T",
+                   help="the labels of --label-init start as p^(1/T), renormalised")
     d.add_argument("--max-iter", type=_positive,
                    help="outer iterations (default: 250 for convnet, else 500)")
+    d.add_argument("--learning-rate", type=_positive_float,
+                   help="outer (Adam) learning rate of the synthetic samples and learned "
+                        "labels (default: the distiller's, 0.03)")
     d.add_argument("--batch-size", type=_positive, default=256,
                    help="real samples per outer iteration")
     d.add_argument("--max-train", type=_positive,
                    help="distil a stratified subsample of this many training samples")
+    d.add_argument("--checkpoint", metavar="FILE",
+                   help="save the whole state of the fit to FILE as it runs; if FILE exists, "
+                        "resume the run it holds (same options) up to --max-iter")
+    d.add_argument("--params", metavar="JSON",
+                   help="any other DatasetDistiller parameters as a JSON object, e.g. "
+                        "'{\"precision\": \"bfloat16\", \"n_iter_no_change\": 5}'")
     d.add_argument("--plot", metavar="PNG", help="also draw the images (and <PNG>_curve)")
     d.add_argument("--dpi", type=_positive, default=120, help="resolution of --plot")
     d.add_argument("--seed", type=int, default=0, help="random_state of the distiller")
@@ -563,6 +645,16 @@ def _positive(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive finite number")
     return value
 
 

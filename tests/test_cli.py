@@ -144,6 +144,15 @@ def test_pretrained_state_dicts_become_the_init_distribution(capsys, tmp_path):
     (["distill", "digits", "--model-init", "nowhere.pt"], "neither 'random', 'fixed' nor a "
                                                           "file"),
     (["distill", "digits", "--module-params", "{width: 3}"], "Expecting property name"),
+    (["distill", "digits", "--params", "{precision: 1}"], "--params is not valid JSON"),
+    (["distill", "digits", "--params", "[1]"], "--params must be a JSON object"),
+    (["distill", "digits", "--params", '{"n_step": 5}'], "'n_step' is not a DatasetDistiller "
+                                                          "parameter; the parameters are"),
+    (["distill", "digits", "--params", '{"n_steps": 5}'], "'n_steps' has an option of its "
+                                                           "own: use --n-steps"),
+    (["distill", "digits", "--params", '{"warm_start": true}'], "use --checkpoint"),
+    (["distill", "digits", "--params", '{"callback": "print"}'], "JSON cannot give"),
+    (["distill", "digits", "--label-init", "nowhere.npy"], "--label-init: no such file"),
     (["evaluate", "missing.skd"], "no such file: missing.skd"),
     (["plot", "missing.skd"], "no such file: missing.skd"),
 ])
@@ -171,3 +180,75 @@ def test_bad_option_values_are_refused_by_the_parser(capsys):
         main(["distill", "digits", "--ipc", "0"])
     assert exc.value.code == 2
     assert "--ipc: 0 is not a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["distill", "digits", "--learning-rate", "-1"])
+    assert exc.value.code == 2
+    assert "--learning-rate: -1 is not a positive finite number" in capsys.readouterr().err
+
+
+def test_params_reach_the_distiller(capsys, tmp_path):
+    """--params sets any other DatasetDistiller parameter: with learn_lr=false and
+    inner_lr_init=0.05 the saved recipe is that constant step size."""
+    path = tmp_path / "p.skd"
+    code, _, err = run(capsys, "distill", "digits", "--max-iter", 2, "-v", 0, "-o", path,
+                       "--learning-rate", 0.01,
+                       "--params", '{"learn_lr": false, "inner_lr_init": 0.05, '
+                                   '"learning_rate_schedule": "constant"}')
+    assert code == 0, err
+    d = DatasetDistiller.load(path)
+    params = d.get_params()
+    assert params["learn_lr"] is False and params["learning_rate_schedule"] == "constant"
+    assert params["learning_rate"] == 0.01
+    np.testing.assert_allclose(d.learned_lr_, 0.05, rtol=1e-6)
+
+
+def test_label_init_file_sets_fixed_soft_labels(capsys, tmp_path):
+    """Without --learn-labels the labels of --label-init stay as given, after the
+    temperature; a wrong shape is refused with the distiller's message."""
+    proba = np.full((10, 10), 0.5 / 9)
+    proba[np.arange(10), np.arange(10)] = 0.5
+    np.save(tmp_path / "labels.npy", proba)
+    path = tmp_path / "l.skd"
+    code, _, err = run(capsys, "distill", "digits", "--max-iter", 2, "-v", 0, "-o", path,
+                       "--label-init", tmp_path / "labels.npy", "--label-temperature", 2)
+    assert code == 0, err
+    expected = np.sqrt(proba) / np.sqrt(proba).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(DatasetDistiller.load(path).distilled_y_proba_, expected,
+                               atol=1e-6)
+    np.save(tmp_path / "short.npy", proba[:5])
+    code, _, err = run(capsys, "distill", "digits", "--max-iter", 2, "-v", 0, "-o", path,
+                       "--label-init", tmp_path / "short.npy")
+    assert code == 2 and "label_init" in err and "(5, 10)" in err
+
+
+def test_checkpoint_resumes_an_interrupted_run_to_the_uninterrupted_result(
+        capsys, tmp_path, monkeypatch):
+    """A run interrupted (Ctrl-C) at iteration 4, after its checkpoint at 3, then run again
+    with the same command resumes from the checkpoint and gives the set of a run that was
+    never interrupted."""
+    common = ["distill", "digits", "-v", 0, "--max-iter", 6, "--module-params",
+              '{"hidden_layer_sizes": [16]}', "--params", '{"checkpoint_interval": 3}']
+    ck = tmp_path / "fit.ckpt"
+    fit = DatasetDistiller.fit
+
+    def interrupted_fit(self, X, y):
+        def stop(distiller, n_iter):
+            if n_iter == 4:
+                raise KeyboardInterrupt
+        self.callback = stop
+        return fit(self, X, y)
+
+    with monkeypatch.context() as m:
+        m.setattr(DatasetDistiller, "fit", interrupted_fit)
+        with pytest.warns(UserWarning, match="interrupted at iteration 4"):
+            code, _, err = run(capsys, *common, "--checkpoint", ck, "-o", tmp_path / "a.skd")
+    assert code == 0, err
+    assert DatasetDistiller.load(tmp_path / "a.skd").n_iter_ == 4 and ck.is_file()
+    code, _, err = run(capsys, *common, "--checkpoint", ck, "-o", tmp_path / "a.skd")
+    assert code == 0, err
+    assert run(capsys, *common, "-o", tmp_path / "b.skd")[0] == 0
+    resumed, straight = (DatasetDistiller.load(tmp_path / n) for n in ("a.skd", "b.skd"))
+    assert resumed.n_iter_ == straight.n_iter_ == 6
+    np.testing.assert_array_equal(resumed.distilled_X_, straight.distilled_X_)
+    np.testing.assert_array_equal(resumed.learned_lr_, straight.learned_lr_)
+    assert resumed.loss_curve_ == straight.loss_curve_
