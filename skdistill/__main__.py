@@ -173,7 +173,7 @@ _OPTION_OF = {
     "relabel": "--relabel", "batch_size": "--batch-size", "max_iter": "--max-iter",
     "multi_formation": "--multi-formation", "random_state": "--seed", "verbose": "--verbose",
     "device": "--device", "learning_rate": "--learning-rate", "checkpoint": "--checkpoint",
-    "warm_start": "--checkpoint",  # a fresh process has no previous fit but a checkpoint's
+    "warm_start": "--checkpoint",  # a new process can only continue a checkpoint
 }
 
 
