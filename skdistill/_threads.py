@@ -156,7 +156,7 @@ class DrawThreads:
         return [((b - a) / n, f.result()) for (a, b), f in zip(bounds, futures)]
 
     def meta_value_and_grad(self, params0, make_synthetic, leaves, batches, x_real, y_real,
-                            segment=None):
+                            segment=None, window=None):
         """:func:`_unroll.meta_value_and_grad` (looped draws), a share of them per thread.
 
         ``make_synthetic`` runs once in every thread, on the same leaves: it must be a
@@ -165,7 +165,7 @@ class DrawThreads:
         parts = self.map_draws(
             lambda forward, share: _unroll.meta_value_and_grad(
                 forward, share, make_synthetic, leaves, batches, x_real, y_real,
-                vectorize=False, segment=segment),
+                vectorize=False, segment=segment, window=window),
             params0,
         )
         loss = sum(w * part[0] for w, part in parts)

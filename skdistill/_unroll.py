@@ -376,7 +376,7 @@ def _map_draws(fn, stacked, vectorize):
 
 
 def meta_loss(forward, params0, x_syn, y_syn, lrs, batches, x_real, y_real, vectorize=True,
-              autograd=None):
+              autograd=None, start=0, stop=None):
     """Mean over θ0 draws of the real-data loss after unrolling on the synthetic set.
 
     Parameters
@@ -400,6 +400,9 @@ def meta_loss(forward, params0, x_syn, y_syn, lrs, batches, x_real, y_real, vect
         ``forward`` is a :class:`DenseReLUForward` that takes the stacked draws directly.
     autograd : bool or None
         Passed to :func:`inner_step`; None: True for a loop (``vectorize=False``).
+    start, stop : int
+        Unroll only steps ``start <= t < stop`` (``stop=None``: to the end) from
+        ``params0``, which then stands for θ at step ``start``.
 
     Returns
     -------
@@ -409,7 +412,8 @@ def meta_loss(forward, params0, x_syn, y_syn, lrs, batches, x_real, y_real, vect
     autograd = vectorize is False if autograd is None else autograd
 
     def one(p0):
-        p_final = unroll(forward, p0, x_syn, y_syn, lrs, batches, autograd=autograd)
+        p_final = unroll(forward, p0, x_syn, y_syn, lrs, batches, start, stop,
+                         autograd=autograd)
         return _real_loss(forward(p_final, x_real), y_real)
 
     return _map_draws(one, params0, vectorize).mean()
@@ -498,7 +502,7 @@ def _reverse_nested(advance, reverse_leaf, segments, sizes, adjoint):
 
 
 def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_real, y_real,
-                        vectorize=True, segment=None):
+                        vectorize=True, segment=None, window=None):
     """The meta-loss and its gradient with respect to ``leaves``.
 
     Parameters
@@ -518,6 +522,13 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
         nest the segments: each level stores its segment starts and recomputes the next
         level's (memory about L·T^(1/L) for L - 1 sizes, one more pass per level). The
         gradient is the same to float tolerance.
+    window : tuple of (int, int) or None
+        ``(start, stop)``: truncated backpropagation through the unroll. Steps
+        ``t < start`` run without a graph (the gradient does not flow back through them),
+        steps ``start <= t < stop`` are differentiated, and the real-data loss is taken
+        after step ``stop - 1`` (later steps are not run). Step sizes of the steps outside
+        the window get a zero gradient. None: ``(0, n_steps)``, the whole unroll. Memory
+        and ``segment`` then concern the window's ``stop - start`` steps only.
 
     Returns
     -------
@@ -528,15 +539,29 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
     """
     syn = make_synthetic(leaves)
     n_steps = syn[2].shape[0]
-    sizes = _schedule(segment, n_steps)
-    if vectorize == "batched" and isinstance(forward, DenseReLUForward):
-        if isinstance(syn[0], (list, tuple)):
-            raise ValueError("the batched path takes one synthetic set, not one per step; "
-                             "use vectorize=True or False.")
+    begin, end = (0, n_steps) if window is None else (int(window[0]), int(window[1]))
+    if not 0 <= begin < end <= n_steps:
+        raise ValueError(f"window must satisfy 0 <= start < stop <= n_steps={n_steps}, "
+                         f"got {window}.")
+    sizes = _schedule(segment, end - begin)
+    batched = vectorize == "batched" and isinstance(forward, DenseReLUForward)
+    if batched and isinstance(syn[0], (list, tuple)):
+        raise ValueError("the batched path takes one synthetic set, not one per step; "
+                         "use vectorize=True or False.")
+    if begin:  # the steps before the window, without a graph: θ_begin stands for θ0
+        fixed = _detached(syn)
+        with torch.no_grad():
+            params0 = _map_draws(
+                lambda p: unroll(forward, p, *fixed, batches, 0, begin,
+                                 autograd=vectorize is False),
+                params0, "batched" if batched else vectorize,
+            )
+    if batched:
         return _dense_meta_value_and_grad(forward, params0, syn, leaves, batches,
-                                          x_real, y_real, sizes)
+                                          x_real, y_real, sizes, begin, end)
     if sizes is None:
-        loss = meta_loss(forward, params0, *syn, batches, x_real, y_real, vectorize)
+        loss = meta_loss(forward, params0, *syn, batches, x_real, y_real, vectorize,
+                         start=begin, stop=end)
         grads = torch.autograd.grad(loss, leaves, allow_unused=True)
         return loss.detach(), [torch.zeros_like(l) if g is None else g
                                for l, g in zip(leaves, grads)]
@@ -548,15 +573,14 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
             params, vectorize,
         )
 
-    syn_const = tuple([t.detach() for t in v] if isinstance(v, (list, tuple)) else v.detach()
-                      for v in syn)
+    syn_const = _detached(syn)
     del syn  # its graph is not needed: each segment recomputes its own
 
     def advance(params, start, stop):
         return run(params, *syn_const, start, stop)
 
     # Forward without a graph, keeping the parameters at each outermost segment start.
-    segments, params = _saving_starts(advance, params0, 0, n_steps, sizes[0], need_end=True)
+    segments, params = _saving_starts(advance, params0, begin, end, sizes[0], need_end=True)
     final = {k: v.detach().requires_grad_() for k, v in params.items()}
     loss = final_loss(forward, final, x_real, y_real, vectorize)
     keys = list(final)
@@ -566,7 +590,7 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
     def reverse_leaf(params, start, stop, grad_params):
         # recompute the segment with a graph, then pull the gradient back to its start and
         # into the leaves
-        first = start == 0  # θ0 is not learned: no gradient needed there
+        first = start == begin  # θ0 (or θ at the window's start) needs no gradient
         params = {k: v if first else v.detach().requires_grad_() for k, v in params.items()}
         end = run(params, *make_synthetic(leaves), start, stop)
         inputs = list(leaves) + ([] if first else [params[k] for k in keys])
@@ -579,6 +603,12 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
 
     _reverse_nested(advance, reverse_leaf, segments, sizes[1:], grad_final)
     return loss.detach(), totals
+
+
+def _detached(syn):
+    """``(x_syn, y_syn, lrs)`` detached from the leaves (``x_syn`` may be a list per step)."""
+    return tuple([t.detach() for t in v] if isinstance(v, (list, tuple)) else v.detach()
+                 for v in syn)
 
 
 class CompiledMetaGradient:
@@ -635,7 +665,7 @@ class CompiledMetaGradient:
 
 
 def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
-                               y_real, sizes):
+                               y_real, sizes, begin=0, end=None):
     """:func:`meta_value_and_grad` for a :class:`DenseReLUForward` and stacked draws.
 
     The reverse pass is written by hand (:meth:`DenseReLUForward.vjp`) instead of recorded
@@ -648,11 +678,13 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
         ∂L/∂x̃ -= η_t ∂⟨λ_{t+1}, g_t⟩/∂x̃,           ∂L/∂ỹ -= η_t ∂⟨λ_{t+1}, g_t⟩/∂ỹ.
 
     Autograd is used once at the end, to carry ∂L/∂(x̃, ỹ, η) back to ``leaves``; ``syn`` is
-    ``make_synthetic(leaves)``, computed once by the caller.
+    ``make_synthetic(leaves)``, computed once by the caller. Only steps ``begin <= t < end``
+    are run (``params0`` is θ at ``begin``) and differentiated.
     """
     x_syn, y_syn, lrs = (t.detach() for t in syn)
     need_x, need_y = syn[0].requires_grad, syn[1].requires_grad
     n_steps = lrs.shape[0]
+    end = n_steps if end is None else end
     # Step sizes as Python numbers for the parameter updates, which then take one
     # ``_foreach_add`` for all tensors of a step (the same bits as ``addcmul`` with a tensor
     # step size, measured); as tensors where they scale the synthetic set's adjoints. On a
@@ -686,16 +718,16 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
         """Carry λ back over the kept steps ``start, start + 1, ...`` (popped from the end)."""
         for t in range(start + len(kept) - 1, start - 1, -1):
             params, cache = kept.pop()
-            # λ_0 is not needed: θ0 is drawn, not learned
+            # λ at ``begin`` is not needed: θ0 is drawn, not learned
             d_params, dx, dy, lam_dot_g = forward.vjp(params, cache, lam, need_x, need_y,
-                                                      need_params=t > 0)
+                                                      need_params=t > begin)
             lam_dots[t] = lam_dot_g
             idx = batches[t % len(batches)]
             if need_x:
                 _accumulate(d_x, idx, dx, neg_lrs[t])
             if need_y:
                 _accumulate(d_y, idx, dy, neg_lrs[t])
-            if t:
+            if t > begin:
                 lam = dict(zip(keys, torch._foreach_add([lam[k] for k in keys],
                                                         [d_params[k] for k in keys],
                                                         alpha=neg_lr_values[t])))
@@ -712,11 +744,11 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
     with torch.no_grad():
         if sizes is None:
             kept, params = [], params0
-            for t in range(n_steps):
+            for t in range(begin, end):
                 params, entry = step(params, t, True)
                 kept.append(entry)
         else:
-            segments, params = _saving_starts(advance, params0, 0, n_steps, sizes[0],
+            segments, params = _saving_starts(advance, params0, begin, end, sizes[0],
                                               need_end=True)
         n = n_draws(params0)
         targets = y_real if y_real.dim() == 2 else F.one_hot(
@@ -728,10 +760,11 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
         lam = {k: g / n for k, g in grads.items()}
         del grads
         if sizes is None:
-            reverse(kept, 0, lam)
+            reverse(kept, begin, lam)
         else:
             _reverse_nested(advance, reverse_leaf, segments, sizes[1:], lam)
-    d_lrs = torch.stack(lam_dots).neg_().to(lrs.dtype)
+    zero = torch.zeros_like(lam_dots[begin])  # the steps outside the window
+    d_lrs = torch.stack([zero if v is None else v for v in lam_dots]).neg_().to(lrs.dtype)
     outputs, cotangents = [], []
     for out, cot in zip(syn, (d_x, d_y, d_lrs)):
         if out.requires_grad:

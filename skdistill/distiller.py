@@ -231,7 +231,18 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         O(√n_steps), about one more unrolled pass of compute, the same gradient); beyond 64
         steps the segments are nested one level deeper (segments of b² steps cut into
         b-step ones, b = ⌈n_steps^(1/3)⌉: about 3·b parameter sets, one more unrolled pass);
-        ``"auto"`` checkpoints beyond 20 steps.
+        ``"auto"`` checkpoints beyond 20 steps (counted in ``backprop_window`` when set).
+    backprop_window : int, default=None
+        Random truncated backpropagation through the unroll (RaT-BPTT, Feng et al. 2024):
+        at every iteration the unroll stops after a number of steps ``N`` drawn uniformly
+        from ``backprop_window`` to ``n_steps``, and the meta-gradient flows back through
+        only its last ``backprop_window`` steps (the steps before them run without a graph).
+        The cost of an iteration is that of a ``backprop_window``-step unroll plus a
+        cheaper graph-free pass over the rest, so the synthetic set can be tuned to the whole
+        of a longer training run; the step sizes of the steps after ``N`` get no update at
+        that iteration. The learned recipe, validation and :meth:`score` still train for all
+        ``n_steps`` steps. None (or ``n_steps``): every iteration differentiates the whole
+        unroll (the seed's algorithm). Not with ``compile=True``.
     augment : "dsa", sequence of str or None, default=None
         Differentiable augmentation of the synthetic images inside the fit's unrolls (DSA
         style, Zhao & Bilen 2021): every inner step sees its batch through one random
@@ -381,6 +392,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         "validation_interval": [Interval(Integral, 1, None, closed="left")],
         "validation_scoring": [callable, None],
         "memory": [StrOptions({"auto", "full", "checkpoint"})],
+        "backprop_window": [Interval(Integral, 1, None, closed="left"), None],
         "checkpoint": [str, os.PathLike, None],
         "checkpoint_interval": [Interval(Integral, 1, None, closed="left")],
         "augment": [str, list, tuple, None],
@@ -422,6 +434,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         validation_interval=10,
         validation_scoring=None,
         memory="auto",
+        backprop_window=None,
         augment=None,
         precision="float32",
         compile=False,
@@ -459,6 +472,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self.validation_interval = validation_interval
         self.validation_scoring = validation_scoring
         self.memory = memory
+        self.backprop_window = backprop_window
         self.augment = augment
         self.precision = precision
         self.compile = compile
@@ -628,6 +642,16 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             raise ValueError(
                 f"n_distilled={self.n_distilled} is smaller than the number of classes "
                 f"({n_classes}); at least one synthetic sample per class is needed."
+            )
+        if self.backprop_window is not None and self.backprop_window > self._n_steps():
+            raise ValueError(
+                f"backprop_window={self.backprop_window} is longer than the unroll "
+                f"(n_steps={self._n_steps()}); it must be at most n_steps."
+            )
+        if self.compile and self._window_length() < self._n_steps():
+            raise ValueError(
+                "compile=True cannot be combined with backprop_window below n_steps: the "
+                "unroll's length changes at every iteration, and each would compile anew."
             )
         if self.compile and self._segment() is not None:
             raise ValueError(
@@ -1060,6 +1084,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             self.inner_lr_init_ = float(resume.get("inner_lr_init", math.nan))
 
         segment = self._segment()
+        n_window = self._window_length()
         compiled = (_unroll.CompiledMetaGradient(forward, synthetic, batches, vectorize)
                     if self.compile else None)
 
@@ -1156,17 +1181,22 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 params0 = sample_params(p_init, net, n_draw, rng, device, subset=my_draws)
                 if strategy is not None:
                     aug_seed[0] = rng.randint(_MAX_SEED)
+                window = None
+                if n_window < self._n_steps():  # drawn only then: other fits keep their seeds
+                    stop = int(rng.randint(n_window, self._n_steps() + 1))
+                    window = (stop - n_window, stop)
                 with torch.autocast(device.type, dtype=torch.bfloat16,
                                     enabled=self.precision == "bfloat16"):
                     if compiled is not None:
                         loss, grads = compiled(params0, trainable, x_real, y_real)
                     elif train_pool is not None:
                         loss, grads = train_pool.meta_value_and_grad(
-                            params0, synthetic, trainable, batches, x_real, y_real, segment)
+                            params0, synthetic, trainable, batches, x_real, y_real, segment,
+                            window)
                     else:
                         loss, grads = _unroll.meta_value_and_grad(
                             forward, params0, synthetic, trainable, batches, x_real, y_real,
-                            meta_vectorize, segment,
+                            meta_vectorize, segment, window,
                         )
                 if world > 1:
                     loss, grads = _all_reduce_mean(loss, grads, share)
@@ -1355,10 +1385,15 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             not isinstance(model_init, list) or len(model_init) == 1)
         return 1 if single else self.n_inits
 
+    def _window_length(self):
+        """Steps the meta-gradient flows back through: ``backprop_window`` or ``n_steps``."""
+        n_steps = self._n_steps()
+        return n_steps if self.backprop_window is None else min(self.backprop_window, n_steps)
+
     def _segment(self):
         """Nested segment sizes of checkpointing (:func:`_unroll.checkpoint_schedule`), or
         None to keep every step."""
-        n_steps = self._n_steps()
+        n_steps = self._window_length()
         if self.memory == "full" or (self.memory == "auto" and n_steps <= _FULL_MEMORY_STEPS):
             return None
         return _unroll.checkpoint_schedule(n_steps)

@@ -352,6 +352,7 @@ def test_untrained_network_is_at_chance(digits_split):
         ({"init": "zeros"}, "'init' parameter"),
         ({"model_init": "pretrained"}, "'model_init' parameter"),
         ({"distilled_batch_size": 0}, "'distilled_batch_size' parameter"),
+        ({"backprop_window": 0}, "'backprop_window' parameter"),
     ],
 )
 def test_invalid_parameters_are_named(tiny_data, params, match):
@@ -393,6 +394,9 @@ def test_bad_data_is_refused_before_any_work(tiny_data, change, match):
         ({"model_init": {"layers.0.weight": torch.zeros(2, 2)}}, "does not fit the module"),
         ({"module": MLP(6, 5), "module_params": None}, "outputs shape \\(2, 5\\)"),
         ({"module": len}, "must be 'mlp'"),
+        ({"backprop_window": 4}, "backprop_window=4 is longer than the unroll \\(n_steps=3\\)"),
+        ({"backprop_window": 2, "compile": True}, "compile=True cannot be combined with "
+                                                   "backprop_window"),
     ],
 )
 def test_inconsistent_settings_are_explained(tiny_data, params, match):
@@ -504,6 +508,41 @@ def test_checkpointed_fit_matches_the_all_in_memory_fit(tiny_data):
     ckpt = fast(memory="checkpoint", n_steps=9).fit(X, y)
     np.testing.assert_allclose(ckpt.distilled_X_, full.distilled_X_, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(ckpt.learned_lr_, full.learned_lr_, rtol=1e-4)
+
+
+@pytest.mark.parametrize("generic", [False, True])  # the batched MLP path, torch.func's
+def test_backprop_window_differentiates_random_windows_of_its_length(tiny_data, monkeypatch,
+                                                                      generic):
+    X, y = tiny_data
+    kw = dict(n_steps=8, max_iter=30)
+    if generic:  # not a ReLU MLP: the generic path
+        kw.update(module=torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(),
+                                             torch.nn.Linear(16, 3)), module_params=None)
+    windows = []
+    core = _unroll.meta_value_and_grad
+
+    def spy(*args, **kwargs):
+        windows.append(args[9] if len(args) > 9 else kwargs.get("window"))
+        return core(*args, **kwargs)
+
+    monkeypatch.setattr(_unroll, "meta_value_and_grad", spy)
+    d = fast(backprop_window=3, **kw).fit(X, y)
+    assert len(windows) == 30 and all(b - a == 3 and 3 <= b <= 8 for a, b in windows)
+    stops = {b for _, b in windows}
+    assert len(stops) >= 4  # the unroll's length is drawn anew at each iteration
+    # every step size was learned at some iteration; the recipe still takes all 8 steps
+    assert d.learned_lr_.shape == (8,) and d.score(X, y) > 0.9
+    assert np.all(d.learned_lr_ != d.inner_lr_init_)
+    again = fast(backprop_window=3, **kw).fit(X, y)
+    np.testing.assert_array_equal(again.distilled_X_, d.distilled_X_)
+
+
+def test_backprop_window_of_the_whole_unroll_is_the_plain_fit(tiny_data):
+    X, y = tiny_data
+    plain = fast(n_steps=5).fit(X, y)
+    whole = fast(n_steps=5, backprop_window=5).fit(X, y)
+    np.testing.assert_array_equal(whole.distilled_X_, plain.distilled_X_)
+    np.testing.assert_array_equal(whole.learned_lr_, plain.learned_lr_)
 
 
 def test_bfloat16_fit_reaches_the_float32_accuracy(tiny_data):

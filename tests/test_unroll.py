@@ -126,6 +126,58 @@ def test_checkpointed_gradient_equals_the_all_in_memory_one(vectorize, segment):
     assert all(g.abs().sum() > 0 for g in full[1])
 
 
+def _window_problem(analytic, n_steps=7):
+    forward, params0, x_syn, label_logits, _, x_real, y_real = _problem(n_draws=2,
+                                                                         analytic=analytic)
+    log_lr = torch.log(torch.linspace(0.05, 0.3, n_steps, dtype=torch.float64))
+    return forward, params0, [x_syn, label_logits, log_lr.requires_grad_()], x_real, y_real
+
+
+def _make(leaves):
+    x, logits, log_lr = leaves
+    return x, torch.softmax(logits, 1), log_lr.exp()
+
+
+@pytest.mark.parametrize("analytic, vectorize", PATHS)
+@pytest.mark.parametrize("segment", [None, 2, (3, 2)])
+@pytest.mark.parametrize("window", [(0, 7), (2, 7), (3, 5), (6, 7)])
+def test_truncated_meta_gradient_holds_the_steps_before_the_window_fixed(analytic, vectorize,
+                                                                          segment, window):
+    """Truncated backpropagation: the gradient of the real-data loss after step ``stop``
+    with θ at ``start`` a constant, checked against finite differences in float64."""
+    forward, params0, leaves, x_real, y_real = _window_problem(analytic)
+    batches = [torch.tensor([0, 2]), torch.tensor([1])]
+    start, stop = window
+    with torch.no_grad():  # θ at the window's start, from the leaves as they are
+        theta = _unroll.unroll_stacked(forward, params0, *_make(leaves)[:2],
+                                       _make(leaves)[2][:start], batches, vectorize=True)
+
+    def loss(*leaves):
+        return _unroll.meta_loss(forward, theta, *_make(leaves), batches, x_real, y_real,
+                                 vectorize=True, start=start, stop=stop)
+
+    assert torch.autograd.gradcheck(loss, tuple(leaves), eps=1e-6, atol=1e-6)
+    want = torch.autograd.grad(loss(*leaves), leaves)
+    got_loss, got = _unroll.meta_value_and_grad(forward, params0, _make, leaves, batches,
+                                                x_real, y_real, vectorize=vectorize,
+                                                segment=segment, window=window)
+    torch.testing.assert_close(got_loss, loss(*leaves).detach(), rtol=1e-12, atol=1e-12)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    outside = torch.ones(7, dtype=torch.bool)
+    outside[start:stop] = False
+    assert torch.all(got[2][outside] == 0)
+    assert torch.all(got[2][~outside] != 0) and got[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("window", [(3, 3), (-1, 4), (2, 8)])
+def test_a_window_outside_the_unroll_is_rejected(window):
+    forward, params0, leaves, x_real, y_real = _window_problem(analytic=False)
+    with pytest.raises(ValueError, match="window must satisfy 0 <= start < stop <= n_steps=7"):
+        _unroll.meta_value_and_grad(forward, params0, _make, leaves, [slice(None)], x_real,
+                                    y_real, window=window)
+
+
 def test_checkpoint_schedule():
     # two levels (⌈√T⌉-step segments) up to 64 steps, then three
     assert [_unroll.checkpoint_schedule(t) for t in (1, 10, 64)] == [(1,), (4,), (8,)]
