@@ -240,9 +240,10 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         The cost of an iteration is that of a ``backprop_window``-step unroll plus a
         cheaper graph-free pass over the rest, so the synthetic set can be tuned to the whole
         of a longer training run; the step sizes of the steps after ``N`` get no update at
-        that iteration. The learned recipe, validation and :meth:`score` still train for all
-        ``n_steps`` steps. None (or ``n_steps``): every iteration differentiates the whole
-        unroll (the seed's algorithm). Not with ``compile=True``.
+        that iteration, and ``loss_curve_`` holds the real-data loss after each
+        iteration's ``N`` steps. The learned recipe, validation and :meth:`score` still
+        train for all ``n_steps`` steps. None (or ``n_steps``): every iteration
+        differentiates the whole unroll (the seed's algorithm). Not with ``compile=True``.
     augment : "dsa", sequence of str or None, default=None
         Differentiable augmentation of the synthetic images inside the fit's unrolls (DSA
         style, Zhao & Bilen 2021): every inner step sees its batch through one random
@@ -350,6 +351,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
     ----------
     Wang, T., Zhu, J.-Y., Torralba, A., Efros, A. A. (2018). Dataset Distillation.
     arXiv:1811.10959.
+
+    Feng, Y., Vedantam, R., Kempe, J. (2024). Embarrassingly Simple Dataset Distillation.
+    ICLR 2024 (``backprop_window``).
 
     Examples
     --------
