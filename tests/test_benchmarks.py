@@ -89,7 +89,7 @@ def test_threads_benchmark_refuses_one_torch_thread():
     assert "--threads must be at least 2" in refusal("threads", "--threads", "1")
 
 
-@pytest.mark.parametrize("script", ["threads", "allocator"])
+@pytest.mark.parametrize("script", ["threads", "allocator", "window"])
 def test_timed_fit_scripts_refuse_a_single_iteration(script):
     assert "--max-iter: must be at least 2" in refusal(script, "--max-iter", "1")
 
@@ -342,3 +342,9 @@ def test_accuracy_benchmark_whitens_both_splits_with_a_whitening_fitted_on_train
                           "records": []}}
     table = acc.report(results, args, bench_script("_common").stamp(torch.device("cpu")))
     assert "ZCAWhitening(regularization=0.1)" in table
+
+
+def test_quick_window_benchmark_times_a_fit_with_and_without_truncation(tmp_path):
+    run = quick_fit_results("window", "digits_lenet", tmp_path)
+    assert list(run["seconds_per_iteration"]) == ["full 10", "window 10 of 20", "full 20"]
+    assert run["window_over_full_short"] > 0 and run["full_long_over_window"] > 0
