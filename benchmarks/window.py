@@ -107,7 +107,7 @@ def main(argv=None):
     lines = ["# Truncated backpropagation: seconds per iteration with and without a window",
              "", *stamp_lines(meta), "",
              f"Seconds per outer iteration of `DatasetDistiller.fit` (seed 0, "
-             f"{args.threads} torch threads, no validation, `inner_lr_init=0.03`), each fit "
+             f"{args.threads} torch thread(s), no validation, `inner_lr_init=0.03`), each fit "
              "timed from its first iteration's callback to its last; the settings alternate "
              "in one process, round by round: `full S` differentiates an S-step unroll, "
              "`window S of L` unrolls N steps (N uniform in S..L, drawn per iteration) and "
