@@ -718,7 +718,7 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
         """Carry λ back over the kept steps ``start, start + 1, ...`` (popped from the end)."""
         for t in range(start + len(kept) - 1, start - 1, -1):
             params, cache = kept.pop()
-            # λ at ``begin`` is not needed: θ0 is drawn, not learned
+            # λ at ``begin`` is not needed: θ there (θ0, or the truncation's start) is fixed
             d_params, dx, dy, lam_dot_g = forward.vjp(params, cache, lam, need_x, need_y,
                                                       need_params=t > begin)
             lam_dots[t] = lam_dot_g
