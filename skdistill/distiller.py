@@ -246,7 +246,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         differentiates the whole unroll (the seed's algorithm). Not with ``compile=True``.
         On Fashion-MNIST at ten images per class, ``n_steps=80`` with a window of 40 scored
         0.3-0.6 points below ``n_steps=40`` differentiated whole on the literature's
-        protocol, and 1.1-1.2 by the recipe (two seeds; benchmarks/README.md, "every run").
+        protocol, and 1.1-1.2 by the recipe (two seeds, ``inner_lr_init="auto"``); started
+        at the 40-step fits' step size instead, level on the protocol and 0.6 points above
+        by the recipe (one seed; benchmarks/README.md, "every run").
     augment : "dsa", sequence of str or None, default=None
         Differentiable augmentation of the synthetic images inside the fit's unrolls (DSA
         style, Zhao & Bilen 2021): every inner step sees its batch through one random
