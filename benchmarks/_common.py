@@ -201,6 +201,27 @@ def add_fit_args(parser, quick):
     parser.add_argument("--data-home", default=None, help="where Fashion-MNIST's files are")
 
 
+def parse_timed_fit_args(doc, stem, workloads, quick_workload, argv=None):
+    """The command line of a timed-fit script (threads.py, allocator.py, window.py).
+
+    ``--quick`` (``quick_workload`` only, 4 iterations, one round), ``--workloads`` (among
+    ``workloads``; default all of them), the timed-fit options of :func:`add_fit_args` and
+    the outputs of :func:`add_output_args`, named ``stem``. Runs on the CPU.
+    """
+    parser = argparse.ArgumentParser(description=doc, formatter_class=HelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"CI: {quick_workload} only, 4 iterations, one round")
+    parser.add_argument("--workloads", nargs="+", choices=sorted(workloads), default=None,
+                        help=f"default: all of them ({quick_workload} with --quick)")
+    add_fit_args(parser, quick_workload)
+    add_output_args(parser, stem)
+    args = parser.parse_args(argv)
+    args.device = "cpu"
+    defaults = ({"workloads": [quick_workload], "rounds": 1, "max_iter": 4} if args.quick
+                else {"workloads": list(workloads), "rounds": 2})
+    return finish_args(args, stem, defaults)
+
+
 def _at_least_two(text):
     value = int(text)
     if value < 2:

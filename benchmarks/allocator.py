@@ -18,7 +18,6 @@ python benchmarks/allocator.py --quick
 python benchmarks/allocator.py --workloads fashion_1ipc fashion_10ipc --rounds 2
 """
 
-import argparse
 import contextlib
 import sys
 from pathlib import Path
@@ -28,13 +27,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     FIT_WORKLOADS,
-    HelpFormatter,
-    add_fit_args,
-    add_output_args,
     alternating,
-    finish_args,
     load_fit_data,
     markdown_table,
+    parse_timed_fit_args,
     progress,
     publish,
     seconds_per_iteration_figure,
@@ -50,18 +46,7 @@ WORKLOADS = {k: FIT_WORKLOADS[k] for k in ("digits_mlp", "fashion_1ipc", "fashio
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="CI: digits_mlp only, 4 iterations, one round")
-    parser.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), default=None,
-                        help="default: all three (digits_mlp with --quick)")
-    add_fit_args(parser, "digits_mlp")
-    add_output_args(parser, "allocator")
-    args = parser.parse_args(argv)
-    args.device = "cpu"
-    defaults = ({"workloads": ["digits_mlp"], "rounds": 1, "max_iter": 4} if args.quick
-                else {"workloads": list(WORKLOADS), "rounds": 2})
-    return finish_args(args, "allocator", defaults)
+    return parse_timed_fit_args(__doc__, "allocator", WORKLOADS, "digits_mlp", argv)
 
 
 def timed(X, y, params, max_iter, setting):

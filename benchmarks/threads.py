@@ -22,7 +22,6 @@ python benchmarks/threads.py --quick
 python benchmarks/threads.py --workloads fashion_1ipc digits_lenet --rounds 2
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -32,13 +31,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     FIT_WORKLOADS,
-    HelpFormatter,
-    add_fit_args,
-    add_output_args,
     alternating,
-    finish_args,
     load_fit_data,
     markdown_table,
+    parse_timed_fit_args,
     progress,
     publish,
     seconds_per_iteration_figure,
@@ -56,18 +52,7 @@ SETTINGS = ("serial", "threads", "one thread")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="CI: digits_lenet only, 4 iterations, one round")
-    parser.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), default=None,
-                        help="default: both (digits_lenet with --quick)")
-    add_fit_args(parser, "digits_lenet")
-    add_output_args(parser, "threads")
-    args = parser.parse_args(argv)
-    args.device = "cpu"
-    defaults = ({"workloads": ["digits_lenet"], "rounds": 1, "max_iter": 4} if args.quick
-                else {"workloads": list(WORKLOADS), "rounds": 2})
-    return finish_args(args, "threads", defaults)
+    return parse_timed_fit_args(__doc__, "threads", WORKLOADS, "digits_lenet", argv)
 
 
 def timed(X, y, params, max_iter, setting):

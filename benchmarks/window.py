@@ -18,7 +18,6 @@ python benchmarks/window.py --quick
 python benchmarks/window.py --workloads fashion_10ipc_s40 --rounds 2 --threads 1
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -26,13 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    HelpFormatter,
-    add_fit_args,
-    add_output_args,
     alternating,
-    finish_args,
     load_fit_data,
     markdown_table,
+    parse_timed_fit_args,
     progress,
     publish,
     seconds_per_iteration_figure,
@@ -64,18 +60,7 @@ def settings_of(short, long):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="CI: digits_lenet only, 4 iterations, one round")
-    parser.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), default=None,
-                        help="default: both (digits_lenet with --quick)")
-    add_fit_args(parser, "digits_lenet")
-    add_output_args(parser, "window")
-    args = parser.parse_args(argv)
-    args.device = "cpu"
-    defaults = ({"workloads": ["digits_lenet"], "rounds": 1, "max_iter": 4} if args.quick
-                else {"workloads": list(WORKLOADS), "rounds": 2})
-    return finish_args(args, "window", defaults)
+    return parse_timed_fit_args(__doc__, "window", WORKLOADS, "digits_lenet", argv)
 
 
 def main(argv=None):
