@@ -545,6 +545,33 @@ def test_backprop_window_of_the_whole_unroll_is_the_plain_fit(tiny_data):
     np.testing.assert_array_equal(whole.learned_lr_, plain.learned_lr_)
 
 
+@pytest.mark.parametrize("window, scanned", [(None, 8), (3, 3), (8, 8)])
+def test_auto_inner_lr_init_scans_unrolls_as_long_as_the_backprop_window(
+        tiny_data, monkeypatch, window, scanned):
+    """"auto" tries each step size on an unroll of the steps that the meta-gradient sees:
+    with a window, a longer unroll would pick a smaller step than those steps want."""
+    X, y = tiny_data
+    lengths, scanning = [], [False]
+    scan, unroll = DatasetDistiller._auto_inner_lr, _unroll.unroll_stacked
+
+    def spy_scan(self, *args, **kwargs):
+        scanning[0] = True
+        try:
+            return scan(self, *args, **kwargs)
+        finally:
+            scanning[0] = False
+
+    def spy_unroll(forward, params0, x_syn, y_syn, lrs, *args, **kwargs):
+        if scanning[0]:
+            lengths.append(lrs.shape[0])
+        return unroll(forward, params0, x_syn, y_syn, lrs, *args, **kwargs)
+
+    monkeypatch.setattr(DatasetDistiller, "_auto_inner_lr", spy_scan)
+    monkeypatch.setattr(_unroll, "unroll_stacked", spy_unroll)
+    d = fast(n_steps=8, backprop_window=window, inner_lr_init="auto", max_iter=1).fit(X, y)
+    assert len(lengths) >= 2 and set(lengths) == {scanned}
+    assert d.learned_lr_.shape == (8,)
+
 def test_bfloat16_fit_reaches_the_float32_accuracy(tiny_data):
     X, y = tiny_data
     f32 = fast(max_iter=40).fit(X, y).score(X, y)
