@@ -168,6 +168,7 @@ _OPTION_OF = {
     "n_distilled": "--ipc or --n-distilled", "module": "--module",
     "module_params": "--module-params", "input_shape": "--input-shape",
     "model_init": "--model-init", "n_steps": "--n-steps", "n_inits": "--n-inits",
+    "backprop_window": "--backprop-window",
     "distilled_batch_size": "--distilled-batch-size", "learn_labels": "--learn-labels",
     "label_init": "--label-init", "label_temperature": "--label-temperature",
     "relabel": "--relabel", "batch_size": "--batch-size", "max_iter": "--max-iter",
@@ -303,6 +304,7 @@ def _distill_one(args, rank):
         label_init=label_init, label_temperature=args.label_temperature,
         relabel=relabel, batch_size=args.batch_size, max_iter=args.max_iter,
         multi_formation=f, random_state=args.seed, verbose=args.verbose, device=args.device,
+        backprop_window=args.backprop_window,
     )
     if args.learning_rate is not None:
         params["learning_rate"] = args.learning_rate
@@ -571,6 +573,10 @@ def _parser():
                        help="θ0 draws per iteration, split over processes under torchrun")
     d.add_argument("--n-steps", type=_positive,
                    help="unrolled inner steps (default: 20 for convnet, else 10)")
+    d.add_argument("--backprop-window", type=_positive, metavar="W",
+                   help="differentiate only the last W steps of an unroll whose length is "
+                        "drawn from W to --n-steps at each iteration (random truncated "
+                        "backpropagation; default: the whole unroll)")
     d.add_argument("--distilled-batch-size", type=_positive,
                    help="synthetic samples per step (default: all of them)")
     d.add_argument("--learn-labels", action="store_true", help="learn soft labels")

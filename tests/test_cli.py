@@ -202,6 +202,23 @@ def test_params_reach_the_distiller(capsys, tmp_path):
     np.testing.assert_allclose(d.learned_lr_, 0.05, rtol=1e-6)
 
 
+def test_backprop_window_option_reaches_the_distiller(capsys, tmp_path):
+    """--backprop-window sets the window; longer than the unroll, the distiller's own error
+    names both; through --params it is refused for the option of its own."""
+    path = tmp_path / "w.skd"
+    code, _, err = run(capsys, "distill", "digits", "--max-iter", 2, "-v", 0, "-o", path,
+                       "--n-steps", 6, "--backprop-window", 3)
+    assert code == 0, err
+    d = DatasetDistiller.load(path)
+    assert d.get_params()["backprop_window"] == 3 and d.n_steps_ == 6
+    code, _, err = run(capsys, "distill", "digits", "--max-iter", 2, "-v", 0, "-o", path,
+                       "--n-steps", 6, "--backprop-window", 7)
+    assert code == 2 and "backprop_window=7 is longer than the unroll (n_steps=6)" in err
+    code, _, err = run(capsys, "distill", "digits", "-o", path,
+                       "--params", '{"backprop_window": 3}')
+    assert code == 2 and "'backprop_window' has an option of its own: use --backprop-window" in err
+
+
 def test_label_init_file_sets_fixed_soft_labels(capsys, tmp_path):
     """Without --learn-labels the labels of --label-init stay as given, after the
     temperature; a wrong shape is refused with the distiller's message."""
