@@ -154,8 +154,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         one too large may never recover. ``"auto"`` tries constant step sizes from 0.001 to
         1 (a quarter decade apart), in increasing order, on the initial synthetic set before
         the first iteration (each an unroll of ``n_steps`` steps, or of ``backprop_window``
-        steps when that is set), and starts from the one whose trained networks have the lowest
-        loss on a real minibatch before that loss first rises (at most a dozen unrolls
+        steps when that is set), and starts from the one whose trained networks have the
+        lowest loss on a real minibatch before that loss first rises (at most a dozen unrolls
         without gradients; larger steps can fit the batch well again, but by chaotic
         training that distillation does not improve on), or from the smallest step size
         whose loss is within 5 % of the scan's whole drop of that minimum (the loss is often

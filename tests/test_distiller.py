@@ -572,6 +572,7 @@ def test_auto_inner_lr_init_scans_unrolls_as_long_as_the_backprop_window(
     assert len(lengths) >= 2 and set(lengths) == {scanned}
     assert d.learned_lr_.shape == (8,)
 
+
 def test_bfloat16_fit_reaches_the_float32_accuracy(tiny_data):
     X, y = tiny_data
     f32 = fast(max_iter=40).fit(X, y).score(X, y)
