@@ -91,6 +91,11 @@ def _positive_float(text):
     return value
 
 
+# distiller parameters with their own option, refused in --distill-params
+_OWN_OPTIONS = {"--backprop-window": "backprop_window",
+                "--distilled-batch-size": "distilled_batch_size"}
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Test accuracy against images per class for dataset distillation and "
@@ -172,6 +177,14 @@ def parse_args(argv=None):
                              "F x F training images of 1/F the resolution "
                              "(DatasetDistiller(multi_formation=F), n_distilled = 10 * ipc * "
                              "F^2); the selectors keep 10 * ipc real images")
+    parser.add_argument("--backprop-window", type=positive_int, default=None, metavar="W",
+                        help="random truncated backpropagation: each iteration unrolls "
+                             "between W and --n-steps steps and differentiates the last W "
+                             "(the distiller's backprop_window; default: every step)")
+    parser.add_argument("--distilled-batch-size", type=positive_int, default=None, metavar="B",
+                        help="synthetic images per unrolled step, class-balanced batches "
+                             "cycled in order (the distiller's distilled_batch_size; "
+                             "default: the whole set at every step)")
     parser.add_argument("--zca", type=_positive_float, default=None, metavar="REG",
                         help="ZCA-whiten every dataset first (ZCAWhitening(regularization=REG) "
                              "fitted on its training split, applied to both splits): every "
@@ -209,6 +222,9 @@ def parse_args(argv=None):
     add_output_args(parser, "accuracy")
     args = parser.parse_args(argv)
     finish_args(args, "accuracy", QUICK if args.quick else FULL)
+    for option, key in _OWN_OPTIONS.items():
+        if key in (args.distill_params or {}):
+            parser.error(f"--distill-params: give {key} by {option}, not here")
     n_steps, max_iter = _fit_length(args.module)  # DatasetDistiller's defaults
     args.n_steps = n_steps if args.n_steps is None else args.n_steps
     args.max_iter = max_iter if args.max_iter is None else args.max_iter
@@ -270,6 +286,8 @@ def build(method, ipc, data, args, device):
             extra["label_init"] = teacher(args, data, device)
             extra["label_temperature"] = args.label_temperature
         extra.update(args.distill_params or {})
+        extra.update({key: getattr(args, key) for key in _OWN_OPTIONS.values()
+                      if getattr(args, key) is not None})
         if args.multi_formation > 1:
             common["n_distilled"] *= args.multi_formation ** 2
             extra["multi_formation"] = args.multi_formation
@@ -386,6 +404,8 @@ def report(results, args, meta):
            f"decodes into {args.multi_formation ** 2} training images, so the distilled set "
            f"trains on {args.multi_formation ** 2} x ipc images per class)"]
           if args.multi_formation > 1 else []),
+        *(f"`{k}={getattr(args, k)}`" for k in _OWN_OPTIONS.values()
+          if getattr(args, k) is not None),
         *(f"`{k}={v!r}`" for k, v in (args.distill_params or {}).items()),
         *([f"the kept state chosen by protocol 2 ({args.validate_protocol2} run(s)) on the "
            "distiller's held-out split (`validation_scoring=TrainingScorer(...)`)"]

@@ -187,6 +187,24 @@ def test_accuracy_benchmark_takes_the_distiller_s_default_length(bench_script):
     assert (args.n_steps, args.max_iter) == (5, 200)
 
 
+def test_accuracy_benchmark_passes_window_and_synthetic_batch_to_the_distiller(bench_script,
+                                                                             capsys):
+    acc = bench_script("accuracy")
+    base = ["--datasets", "digits", "--ipc", "2", "--module", "convnet", "--module-params",
+            '{"width": 2, "depth": 1}', "--max-iter", "2", "--n-steps", "6"]
+    args = acc.parse_args(base + ["--backprop-window", "3", "--distilled-batch-size", "10"])
+    est = acc.build("distilled", 2, acc.load("digits", None), args, torch.device("cpu"))
+    assert (est.backprop_window, est.distilled_batch_size) == (3, 10)
+    plain = acc.parse_args(base)
+    assert acc.build("distilled", 2, acc.load("digits", None), plain,
+                     torch.device("cpu")).backprop_window is None
+    with pytest.raises(SystemExit):
+        acc.parse_args(base + ["--distill-params", '{"backprop_window": 3}'])
+    assert "give backprop_window by --backprop-window" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        acc.parse_args(base + ["--backprop-window", "0"])
+
+
 def test_accuracy_benchmark_starts_the_distiller_from_a_selector_s_images(bench_script):
     from skdistill.coreset import Herding
 
