@@ -91,7 +91,8 @@ def _positive_float(text):
     return value
 
 
-# distiller parameters with their own option, refused in --distill-params
+# distiller parameters with their own option (--distill-params may give them too, as the
+# recorded commands of the results do, but not both)
 _OWN_OPTIONS = {"--backprop-window": "backprop_window",
                 "--distilled-batch-size": "distilled_batch_size"}
 
@@ -223,8 +224,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     finish_args(args, "accuracy", QUICK if args.quick else FULL)
     for option, key in _OWN_OPTIONS.items():
-        if key in (args.distill_params or {}):
-            parser.error(f"--distill-params: give {key} by {option}, not here")
+        if key in (args.distill_params or {}) and getattr(args, key) is not None:
+            parser.error(f"{option} and --distill-params both give {key}: give it once")
     n_steps, max_iter = _fit_length(args.module)  # DatasetDistiller's defaults
     args.n_steps = n_steps if args.n_steps is None else args.n_steps
     args.max_iter = max_iter if args.max_iter is None else args.max_iter

@@ -198,9 +198,15 @@ def test_accuracy_benchmark_passes_window_and_synthetic_batch_to_the_distiller(b
     plain = acc.parse_args(base)
     assert acc.build("distilled", 2, acc.load("digits", None), plain,
                      torch.device("cpu")).backprop_window is None
+    # the spelling of the recorded commands still fits the same distiller
+    recorded = acc.parse_args(base + ["--distill-params", '{"backprop_window": 3}'])
+    assert acc.build("distilled", 2, acc.load("digits", None), recorded,
+                     torch.device("cpu")).backprop_window == 3
     with pytest.raises(SystemExit):
-        acc.parse_args(base + ["--distill-params", '{"backprop_window": 3}'])
-    assert "give backprop_window by --backprop-window" in capsys.readouterr().err
+        acc.parse_args(base + ["--backprop-window", "4", "--distill-params",
+                               '{"backprop_window": 3}'])
+    assert "--backprop-window and --distill-params both give backprop_window" in \
+        capsys.readouterr().err
     with pytest.raises(SystemExit):
         acc.parse_args(base + ["--backprop-window", "0"])
 
