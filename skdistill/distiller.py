@@ -147,6 +147,12 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
     distilled_batch_size : int, default=None
         None: every step uses the whole synthetic set. Otherwise the set is cut into
         class-balanced batches of this size, cycled in order over the ``n_steps`` steps.
+    shuffle_batches : bool, default=False
+        With ``distilled_batch_size``, deal each class's samples into the batches in a fresh
+        random order at every outer iteration, so that every sample learns to teach beside
+        changing company; otherwise the batches are the same at every iteration. The
+        learned recipe, validation and :meth:`score` keep the fixed batches. Not with
+        ``compile=True``.
     inner_lr_init : float, "auto" or None, default=None
         Initial value of every learned step size. Starting near a step size that already
         trains the network in ``n_steps`` steps matters: the step sizes are learned in
@@ -385,6 +391,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         "n_inits": [Interval(Integral, 1, None, closed="left")],
         "n_steps": [Interval(Integral, 1, None, closed="left"), None],
         "distilled_batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "shuffle_batches": ["boolean"],
         "inner_lr_init": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"}),
                           None],
         "learn_lr": ["boolean"],
@@ -430,6 +437,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         n_inits=4,
         n_steps=None,
         distilled_batch_size=None,
+        shuffle_batches=False,
         inner_lr_init=None,
         learn_lr=True,
         learn_labels=False,
@@ -468,6 +476,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self.n_inits = n_inits
         self.n_steps = n_steps
         self.distilled_batch_size = distilled_batch_size
+        self.shuffle_batches = shuffle_batches
         self.inner_lr_init = inner_lr_init
         self.learn_lr = learn_lr
         self.learn_labels = learn_labels
@@ -664,6 +673,11 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             raise ValueError(
                 "compile=True cannot be combined with backprop_window below n_steps: the "
                 "unroll's length changes at every iteration, and each would compile anew."
+            )
+        if self.compile and self.shuffle_batches and self.distilled_batch_size is not None:
+            raise ValueError(
+                "compile=True cannot be combined with shuffle_batches=True: the compiled "
+                "meta-loss holds one fixed set of synthetic batches."
             )
         if self.compile and self._segment() is not None:
             raise ValueError(
@@ -1032,6 +1046,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         if resume is not None and scheduler is not None and resume["scheduler"] is not None:
             scheduler.load_state_dict(resume["scheduler"])
         batches = self._synthetic_batches(s["syn_class"], device)
+        step_batches = [batches]  # this iteration's; redrawn with shuffle_batches
+        shuffle = self.shuffle_batches and not isinstance(batches[0], slice)
         rng = s["rng"]
         p_init = s["model_init"]
         n_draw = self.n_inits if p_init[0] == "random" or len(p_init[1]) > 1 else 1
@@ -1066,8 +1082,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             # the leaves are the tensors of ``state`` themselves
             x = images(state["z"])
             if strategy is not None:
-                x = augment_steps(x, batches, self._n_steps(), s["input_shape"], strategy,
-                                  aug_seed[0])
+                x = augment_steps(x, step_batches[0], self._n_steps(), s["input_shape"],
+                                  strategy, aug_seed[0])
             return x, targets(state), state["log_lr"].exp()
 
         def step_flops():
@@ -1197,18 +1213,20 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 if n_window < self._n_steps():  # drawn only then: other fits keep their seeds
                     stop = int(rng.randint(n_window, self._n_steps() + 1))
                     window = (stop - n_window, stop)
+                if shuffle:
+                    step_batches[0] = self._synthetic_batches(s["syn_class"], device, rng)
                 with torch.autocast(device.type, dtype=torch.bfloat16,
                                     enabled=self.precision == "bfloat16"):
                     if compiled is not None:
                         loss, grads = compiled(params0, trainable, x_real, y_real)
                     elif train_pool is not None:
                         loss, grads = train_pool.meta_value_and_grad(
-                            params0, synthetic, trainable, batches, x_real, y_real, segment,
-                            window)
+                            params0, synthetic, trainable, step_batches[0], x_real, y_real,
+                            segment, window)
                     else:
                         loss, grads = _unroll.meta_value_and_grad(
-                            forward, params0, synthetic, trainable, batches, x_real, y_real,
-                            meta_vectorize, segment, window,
+                            forward, params0, synthetic, trainable, step_batches[0], x_real,
+                            y_real, meta_vectorize, segment, window,
                         )
                 if world > 1:
                     loss, grads = _all_reduce_mean(loss, grads, share)
@@ -1317,15 +1335,20 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ helpers
 
-    def _synthetic_batches(self, syn_class, device):
-        """Index tensors of the class-balanced batches cycled over the inner steps."""
+    def _synthetic_batches(self, syn_class, device, rng=None):
+        """Index tensors of the class-balanced batches cycled over the inner steps.
+
+        The rows of each class are dealt out in order, or in a random order drawn from
+        ``rng`` (``shuffle_batches``).
+        """
         if self.distilled_batch_size is None or self.distilled_batch_size >= syn_class.shape[0]:
             return [slice(None)]
         # Interleave classes (rank within class, then class) so each chunk mixes all classes.
         rank = np.zeros_like(syn_class)
         for c in np.unique(syn_class):
             members = np.flatnonzero(syn_class == c)
-            rank[members] = np.arange(members.shape[0])
+            rank[members] = (np.arange(members.shape[0]) if rng is None
+                             else rng.permutation(members.shape[0]))
         order = np.lexsort((syn_class, rank))
         return [
             torch.as_tensor(order[i: i + self.distilled_batch_size], device=device)

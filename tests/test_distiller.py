@@ -191,6 +191,46 @@ def test_distilled_batches_are_class_balanced_and_cycled(tiny_data):
     assert [lr for _, lr in steps] == pytest.approx(d.learned_lr_.tolist())
 
 
+def test_shuffled_batches_are_redealt_at_every_iteration(tiny_data, monkeypatch):
+    X, y = tiny_data
+    dealt = []
+    core = _unroll.meta_value_and_grad
+
+    def spy(*args, **kwargs):
+        dealt.append([b.tolist() for b in args[4]])
+        return core(*args, **kwargs)
+
+    monkeypatch.setattr(_unroll, "meta_value_and_grad", spy)
+    kw = dict(n_distilled=12, distilled_batch_size=6, n_steps=4, max_iter=20,
+              validation_fraction=0)  # the last state: compare what the iterations did
+    d = fast(shuffle_batches=True, **kw).fit(X, y)
+    assert len(dealt) == 20
+    syn_class = np.searchsorted(d.classes_, d.distilled_y_)
+    for batches in dealt:
+        # each iteration: two batches that hold every row once, two of each class each
+        assert sorted(sum(batches, [])) == list(range(12))
+        for rows in batches:
+            assert np.bincount(syn_class[rows], minlength=3).tolist() == [2, 2, 2]
+    assert len({str(b) for b in dealt}) >= 10  # dealt anew, not once
+    # the learned recipe keeps the fixed batches
+    assert [r.tolist() for r, _ in d.training_steps()[:2]] == [[0, 4, 8, 1, 5, 9],
+                                                                 [2, 6, 10, 3, 7, 11]]
+    dealt.clear()
+    fixed = fast(**kw).fit(X, y)
+    assert len({str(b) for b in dealt}) == 1
+    assert not np.array_equal(fixed.distilled_X_, d.distilled_X_)
+    again = fast(shuffle_batches=True, **kw).fit(X, y)
+    np.testing.assert_array_equal(again.distilled_X_, d.distilled_X_)
+
+
+def test_shuffle_batches_without_batches_changes_nothing(tiny_data):
+    X, y = tiny_data
+    plain = fast(n_distilled=6).fit(X, y)
+    shuffled = fast(n_distilled=6, shuffle_batches=True).fit(X, y)
+    np.testing.assert_array_equal(shuffled.distilled_X_, plain.distilled_X_)
+    np.testing.assert_array_equal(shuffled.learned_lr_, plain.learned_lr_)
+
+
 def test_string_labels_and_dataframe_feature_names(tiny_data):
     pd = pytest.importorskip("pandas")
     X, y = tiny_data
@@ -353,6 +393,7 @@ def test_untrained_network_is_at_chance(digits_split):
         ({"model_init": "pretrained"}, "'model_init' parameter"),
         ({"distilled_batch_size": 0}, "'distilled_batch_size' parameter"),
         ({"backprop_window": 0}, "'backprop_window' parameter"),
+        ({"shuffle_batches": "yes"}, "'shuffle_batches' parameter"),
     ],
 )
 def test_invalid_parameters_are_named(tiny_data, params, match):
@@ -397,6 +438,8 @@ def test_bad_data_is_refused_before_any_work(tiny_data, change, match):
         ({"backprop_window": 4}, "backprop_window=4 is longer than the unroll \\(n_steps=3\\)"),
         ({"backprop_window": 2, "compile": True}, "compile=True cannot be combined with "
                                                    "backprop_window"),
+        ({"distilled_batch_size": 2, "shuffle_batches": True, "compile": True},
+         "compile=True cannot be combined with shuffle_batches=True"),
     ],
 )
 def test_inconsistent_settings_are_explained(tiny_data, params, match):
