@@ -152,7 +152,10 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         random order at every outer iteration, so that every sample learns to teach beside
         changing company; otherwise the batches are the same at every iteration. The
         learned recipe, validation and :meth:`score` keep the fixed batches. Not with
-        ``compile=True``.
+        ``compile=True``. On Fashion-MNIST at fifty images per class (``n_steps=120``,
+        ``backprop_window=40``, ``distilled_batch_size=100``, two seeds) it left the
+        literature's protocol level (85.6 % either way) and added 0.3 points by the learned
+        recipe (86.3 % against 86.0 %; benchmarks/README.md, "every run").
     inner_lr_init : float, "auto" or None, default=None
         Initial value of every learned step size. Starting near a step size that already
         trains the network in ``n_steps`` steps matters: the step sizes are learned in
