@@ -677,7 +677,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 "compile=True cannot be combined with backprop_window below n_steps: the "
                 "unroll's length changes at every iteration, and each would compile anew."
             )
-        if self.compile and self.shuffle_batches and self.distilled_batch_size is not None:
+        if (self.compile and self.shuffle_batches and self.distilled_batch_size is not None
+                and self.distilled_batch_size < self.n_distilled):
             raise ValueError(
                 "compile=True cannot be combined with shuffle_batches=True: the compiled "
                 "meta-loss holds one fixed set of synthetic batches."
