@@ -374,8 +374,12 @@ class Timer:
 
 def standard_classifier(*, max_epochs, lr, module, module_params, input_shape, device,
                         optimizer="adam", optimizer_params=None, augment=None,
-                        lr_schedule=None):
+                        lr_schedule=None, batch_size=None):
     """Protocol 2's training: an unfitted ``DistilledClassifier(training="standard")``.
+
+    ``batch_size=None`` trains on the whole set at every step (one step per epoch); an
+    integer shuffles the set into minibatches of that size every epoch, as the literature's
+    evaluation code does (256).
 
     Its ``distiller`` (the set to train on) and ``random_state`` are set by whoever uses it:
     :func:`standard_training`, or ``TrainingScorer`` when the distiller selects its kept
@@ -387,21 +391,21 @@ def standard_classifier(*, max_epochs, lr, module, module_params, input_shape, d
         training="standard", max_epochs=max_epochs, lr=lr, optimizer=optimizer,
         optimizer_params=optimizer_params, module=module, module_params=module_params,
         input_shape=input_shape, augment=augment, lr_schedule=lr_schedule,
-        device=str(device),
+        batch_size=batch_size, device=str(device),
     )
 
 
 def standard_training(X_syn, y_syn, X_train, y_train, X_test, y_test, *, seeds, max_epochs,
                       lr, module, module_params, input_shape, device, y_proba=None,
                       classes=None, optimizer="adam", optimizer_params=None, augment=None,
-                      lr_schedule=None):
+                      lr_schedule=None, batch_size=None):
     """Protocol 2: test accuracy of fresh networks trained normally on ``(X_syn, y_syn)``.
 
     One network per seed, trained by :func:`standard_classifier`: ``max_epochs`` full-batch
     steps of ``optimizer`` ("adam" or "sgd", with ``optimizer_params`` such as momentum),
     cross-entropy against ``y_proba`` (learned soft labels, columns as ``classes``) when
-    given, else against the hard labels ``y_syn``; ``augment`` and ``lr_schedule`` as in
-    DistilledClassifier.
+    given, else against the hard labels ``y_syn``; ``augment``, ``lr_schedule`` and
+    ``batch_size`` (minibatches instead of full-batch steps) as in DistilledClassifier.
 
     Returns
     -------
@@ -410,7 +414,8 @@ def standard_training(X_syn, y_syn, X_train, y_train, X_test, y_test, *, seeds, 
     template = standard_classifier(
         max_epochs=max_epochs, lr=lr, module=module, module_params=module_params,
         input_shape=input_shape, device=device, optimizer=optimizer,
-        optimizer_params=optimizer_params, augment=augment, lr_schedule=lr_schedule)
+        optimizer_params=optimizer_params, augment=augment, lr_schedule=lr_schedule,
+        batch_size=batch_size)
     accs = []
     for seed in seeds:
         clf = clone(template).set_params(distiller=FixedSet(X_syn, y_syn, y_proba, classes),

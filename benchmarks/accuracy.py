@@ -133,6 +133,10 @@ def parse_args(argv=None):
                         help="learning-rate schedule of protocol 2: step = lr x 0.1 after half "
                              "the epochs, as the literature's evaluation code "
                              "(DistilledClassifier(lr_schedule=...))")
+    parser.add_argument("--eval-batch-size", type=positive_int, default=None, metavar="B",
+                        help="minibatches of B images, shuffled every epoch, in protocol 2 "
+                             "(the literature's evaluation code uses 256); default: the "
+                             "whole set at every step")
     parser.add_argument("--optimizer-params", type=json.loads, default=None,
                         help='other arguments of the protocol 2 optimiser as JSON, e.g. '
                              '\'{"momentum": 0.9, "weight_decay": 0.0005}\' for the '
@@ -267,6 +271,7 @@ def protocol2_params(args, data, device, augment=None):
         input_shape=data.image_shape if args.eval_module != "mlp" else None,
         device=device, augment=augment,
         lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule,
+        batch_size=args.eval_batch_size,
     )
 
 
@@ -422,8 +427,10 @@ def report(results, args, meta):
         + (f" with `{json.dumps(args.module_params)}`" if args.module_params else "")
         + "; distiller " + ", ".join(distiller_settings) + ", "
         "other parameters at their defaults; selectors' protocol 1 uses the constant step "
-        f"size `inner_lr={args.inner_lr}` (untuned). Protocol 2: {p2_net}, full-batch "
-        f"{'Adam' if args.optimizer == 'adam' else 'SGD'}"
+        f"size `inner_lr={args.inner_lr}` (untuned). Protocol 2: {p2_net}, "
+        + ("full-batch " if args.eval_batch_size is None else
+           f"minibatches of {args.eval_batch_size} (shuffled every epoch), ")
+        + f"{'Adam' if args.optimizer == 'adam' else 'SGD'}"
         + (f" `{json.dumps(args.optimizer_params)}`" if args.optimizer_params else "")
         + f", lr {args.lr}"
         + (" (x 0.1 after half the epochs)" if args.lr_schedule == "step" else

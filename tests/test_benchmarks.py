@@ -123,6 +123,28 @@ def test_standard_training_of_the_benchmarks_uses_soft_labels_when_given():
     assert hard[0] > 0.7 and shifted[0] < 0.1
 
 
+def test_standard_training_of_the_benchmarks_takes_minibatches():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from _common import standard_classifier, standard_training
+    finally:
+        sys.path.pop(0)
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    rows = np.concatenate([np.flatnonzero(y == c)[:3] for c in range(10)])
+    kw = dict(seeds=[0, 1], max_epochs=5, lr=0.05, optimizer="sgd", module="mlp",
+              module_params=None, input_shape=None, device="cpu")
+    split = (X[rows], y[rows], X, y, X[1000:], y[1000:])
+    assert standard_classifier(**{k: v for k, v in kw.items() if k != "seeds"},
+                               batch_size=4).batch_size == 4
+    full = standard_training(*split, **kw)
+    # 8 plain SGD steps per epoch instead of 1: 40 steps learn what 5 do not
+    mini = standard_training(*split, batch_size=4, **kw)
+    assert mini.min() > full.max() + 0.2, (full, mini)  # measured 0.52-0.56 against 0.15-0.22
+
+
 def test_accuracy_benchmark_reports_protocol_2_with_augmentation(tmp_path):
     subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--datasets", "digits",
@@ -160,6 +182,14 @@ def test_accuracy_benchmark_evaluates_a_saved_set_again_with_an_lr_schedule(tmp_
     assert loaded["fit_seconds"] is None
     table = (tmp_path / "again.md").read_text()
     assert "x 0.1 after half the epochs" in table and "| loaded |" in table
+    subprocess.run([*common, "--name", "minibatch", "--from-saved",
+                    str(tmp_path / "sets" / "fit"), "--eval-batch-size", "4"],
+                   check=True, cwd=ROOT, timeout=600)
+    # ten images in minibatches of 4: three steps per epoch, other networks
+    assert record("minibatch")["standard_training"] != fitted["standard_training"]
+    assert "minibatches of 4 (shuffled every epoch), Adam" in (
+        tmp_path / "minibatch.md").read_text()
+    assert "full-batch Adam" in table
 
 
 def test_accuracy_benchmark_refuses_a_missing_saved_set_before_any_work(bench_script, tmp_path,
