@@ -401,11 +401,12 @@ def standard_training(X_syn, y_syn, X_train, y_train, X_test, y_test, *, seeds, 
                       lr_schedule=None, batch_size=None):
     """Protocol 2: test accuracy of fresh networks trained normally on ``(X_syn, y_syn)``.
 
-    One network per seed, trained by :func:`standard_classifier`: ``max_epochs`` full-batch
-    steps of ``optimizer`` ("adam" or "sgd", with ``optimizer_params`` such as momentum),
-    cross-entropy against ``y_proba`` (learned soft labels, columns as ``classes``) when
-    given, else against the hard labels ``y_syn``; ``augment``, ``lr_schedule`` and
-    ``batch_size`` (minibatches instead of full-batch steps) as in DistilledClassifier.
+    One network per seed, trained by :func:`standard_classifier`: ``max_epochs`` epochs of
+    ``optimizer`` ("adam" or "sgd", with ``optimizer_params`` such as momentum), one
+    full-batch step each unless ``batch_size`` is given (then minibatches of that size,
+    shuffled every epoch); cross-entropy against ``y_proba`` (learned soft labels, columns as
+    ``classes``) when given, else against the hard labels ``y_syn``; ``augment``,
+    ``lr_schedule`` and ``batch_size`` as in DistilledClassifier.
 
     Returns
     -------
