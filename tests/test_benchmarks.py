@@ -98,10 +98,13 @@ def test_allocator_benchmark_refuses_an_environment_that_tunes_malloc():
     assert "MALLOC_" in refusal("allocator", env={**os.environ, "MALLOC_TOP_PAD_": "0"})
 
 
-def test_standard_training_of_the_benchmarks_uses_soft_labels_when_given():
+def _protocol2_on_digits():
+    """benchmarks/_common.py, and three digits per class as a set with all digits as the
+    training split and the last 797 as the test split: ``standard_training``'s first six
+    arguments."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from _common import standard_training
+        import _common
     finally:
         sys.path.pop(0)
     from sklearn.datasets import load_digits
@@ -109,11 +112,16 @@ def test_standard_training_of_the_benchmarks_uses_soft_labels_when_given():
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     rows = np.concatenate([np.flatnonzero(y == c)[:3] for c in range(10)])
-    X_syn, y_syn = X[rows], y[rows]
+    return _common, (X[rows], y[rows], X, y, X[1000:], y[1000:])
+
+
+def test_standard_training_of_the_benchmarks_uses_soft_labels_when_given():
+    common, split = _protocol2_on_digits()
+    standard_training = common.standard_training
+    y_syn = split[1]
     classes = np.arange(10)
     kw = dict(seeds=[0], max_epochs=30, lr=0.01, module="mlp", module_params=None,
               input_shape=None, device="cpu")
-    split = (X_syn, y_syn, X, y, X[1000:], y[1000:])
     hard = standard_training(*split, **kw)
     onehot = standard_training(*split, y_proba=np.eye(10)[y_syn], classes=classes, **kw)
     # soft labels that name the next class: the network learns them, not y_syn
@@ -124,19 +132,10 @@ def test_standard_training_of_the_benchmarks_uses_soft_labels_when_given():
 
 
 def test_standard_training_of_the_benchmarks_takes_minibatches():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from _common import standard_classifier, standard_training
-    finally:
-        sys.path.pop(0)
-    from sklearn.datasets import load_digits
-
-    X, y = load_digits(return_X_y=True)
-    X = X / 16.0
-    rows = np.concatenate([np.flatnonzero(y == c)[:3] for c in range(10)])
+    common, split = _protocol2_on_digits()
+    standard_classifier, standard_training = common.standard_classifier, common.standard_training
     kw = dict(seeds=[0, 1], max_epochs=5, lr=0.05, optimizer="sgd", module="mlp",
               module_params=None, input_shape=None, device="cpu")
-    split = (X[rows], y[rows], X, y, X[1000:], y[1000:])
     assert standard_classifier(**{k: v for k, v in kw.items() if k != "seeds"},
                                batch_size=4).batch_size == 4
     full = standard_training(*split, **kw)
