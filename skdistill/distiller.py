@@ -261,15 +261,6 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         ``n_steps=40`` differentiated whole, at 1.09x the time per iteration; started at the
         0.018 that an 80-step scan picks, 0.3-0.6 points below the 40-step fits on the
         protocol and 1.1-1.2 by the recipe (two seeds; benchmarks/README.md, "every run").
-    outside_window_lr : {"keep", "follow"}, default="keep"
-        What the step sizes of the steps outside an iteration's window do, with a
-        ``backprop_window`` shorter than ``n_steps``. ``"keep"``: they get no update at that
-        iteration (RaT-BPTT's rule). The first steps then fall inside the window only when
-        the drawn unroll is short (step ``i < backprop_window`` in ``i + 1`` of the
-        ``n_steps - backprop_window + 1`` lengths), so their sizes stay near
-        ``inner_lr_init``. ``"follow"``: their log step sizes get the mean gradient of the
-        window's, so the whole schedule rises or falls with what the window learns, while
-        the window's steps still learn their own. No effect without a window.
     augment : "dsa", sequence of str or None, default=None
         Differentiable augmentation of the synthetic images inside the fit's unrolls (DSA
         style, Zhao & Bilen 2021): every inner step sees its batch through one random
@@ -424,7 +415,6 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         "validation_scoring": [callable, None],
         "memory": [StrOptions({"auto", "full", "checkpoint"})],
         "backprop_window": [Interval(Integral, 1, None, closed="left"), None],
-        "outside_window_lr": [StrOptions({"keep", "follow"})],
         "checkpoint": [str, os.PathLike, None],
         "checkpoint_interval": [Interval(Integral, 1, None, closed="left")],
         "augment": [str, list, tuple, None],
@@ -468,7 +458,6 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         validation_scoring=None,
         memory="auto",
         backprop_window=None,
-        outside_window_lr="keep",
         augment=None,
         precision="float32",
         compile=False,
@@ -508,7 +497,6 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self.validation_scoring = validation_scoring
         self.memory = memory
         self.backprop_window = backprop_window
-        self.outside_window_lr = outside_window_lr
         self.augment = augment
         self.precision = precision
         self.compile = compile
@@ -1248,8 +1236,6 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                     loss, grads = _all_reduce_mean(loss, grads, share)
                 for t, g in zip(trainable, grads):
                     t.grad = g
-                if window is not None and self.learn_lr and self.outside_window_lr == "follow":
-                    _follow_window(state["log_lr"].grad, window)
                 finite = torch.isfinite(loss) & torch.stack(
                     [torch.isfinite(t.grad).all() for t in trainable]
                 ).all()
@@ -1568,19 +1554,6 @@ def _broadcast_int(value, device):
     t = torch.tensor([value], dtype=torch.int64, device=device)
     torch.distributed.broadcast(t, src=0)
     return int(t.item())
-
-
-def _follow_window(grad, window):
-    """Give the steps outside ``window`` the mean gradient of the steps inside, in place.
-
-    Random truncated backpropagation leaves most iterations' early (and late) steps out
-    of the differentiated window, so their step sizes would barely move from their start;
-    with ``outside_window_lr="follow"`` they move with the window's consensus instead.
-    """
-    start, stop = window
-    inside = grad[start:stop].mean()
-    grad[:start] = inside
-    grad[stop:] = inside
 
 
 def _all_reduce_mean(loss, grads, share):

@@ -395,7 +395,6 @@ def test_untrained_network_is_at_chance(digits_split):
         ({"model_init": "pretrained"}, "'model_init' parameter"),
         ({"distilled_batch_size": 0}, "'distilled_batch_size' parameter"),
         ({"backprop_window": 0}, "'backprop_window' parameter"),
-        ({"outside_window_lr": "mean"}, "'outside_window_lr' parameter"),
         ({"shuffle_batches": "yes"}, "'shuffle_batches' parameter"),
     ],
 )
@@ -589,50 +588,6 @@ def test_backprop_window_of_the_whole_unroll_is_the_plain_fit(tiny_data):
     whole = fast(n_steps=5, backprop_window=5).fit(X, y)
     np.testing.assert_array_equal(whole.distilled_X_, plain.distilled_X_)
     np.testing.assert_array_equal(whole.learned_lr_, plain.learned_lr_)
-
-
-@pytest.mark.parametrize("generic", [False, True])
-def test_step_sizes_outside_the_window_keep_or_follow_its_mean(tiny_data, monkeypatch,
-                                                                generic):
-    """One iteration of Adam moves every step size that has a gradient by its step size
-    (in log space) and leaves the others: with "keep" the steps outside the window stay
-    at their start, with "follow" all move, the outside ones by the window's mean."""
-    X, y = tiny_data
-    kw = dict(n_steps=8, backprop_window=3, max_iter=1, inner_lr_init=0.1,
-              validation_fraction=0, step_size_learning_rate=0.05)
-    if generic:
-        kw.update(module=torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(),
-                                             torch.nn.Linear(16, 3)), module_params=None)
-    windows = []
-    core = _unroll.meta_value_and_grad
-
-    def spy(*args, **kwargs):
-        windows.append(args[9] if len(args) > 9 else kwargs.get("window"))
-        return core(*args, **kwargs)
-
-    monkeypatch.setattr(_unroll, "meta_value_and_grad", spy)
-    moved = {}
-    for rule in ("keep", "follow"):
-        d = fast(outside_window_lr=rule, **kw).fit(X, y)
-        moved[rule] = np.log(d.learned_lr_) - np.log(0.1)
-    (start, stop), again = windows
-    assert (start, stop) == again and stop - start == 3  # the same draw for both fits
-    inside = np.zeros(8, dtype=bool)
-    inside[start:stop] = True
-    np.testing.assert_allclose(np.abs(moved["keep"][inside]), 0.05, rtol=1e-3)
-    np.testing.assert_allclose(moved["keep"][~inside], 0.0, atol=1e-6)  # float32 log
-    np.testing.assert_allclose(np.abs(moved["follow"]), 0.05, rtol=1e-3)
-    np.testing.assert_array_equal(moved["follow"][inside], moved["keep"][inside])
-    outside = moved["follow"][~inside]
-    assert np.all(outside == outside[0])  # one value, the sign of the window's mean
-
-
-def test_outside_window_lr_without_a_window_changes_nothing(tiny_data):
-    X, y = tiny_data
-    plain = fast(n_steps=5).fit(X, y)
-    follow = fast(n_steps=5, outside_window_lr="follow").fit(X, y)
-    np.testing.assert_array_equal(follow.distilled_X_, plain.distilled_X_)
-    np.testing.assert_array_equal(follow.learned_lr_, plain.learned_lr_)
 
 
 @pytest.mark.parametrize("window, scanned", [(None, 8), (3, 3), (8, 8)])
