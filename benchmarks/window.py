@@ -41,6 +41,10 @@ from _common import (  # noqa: E402
 WORKLOADS = {
     "digits_lenet": ("digits, LeNet, 10 images, 4 draws", "digits",
                      dict(n_distilled=10, module="lenet", input_shape=(1, 8, 8)), 20, 10, 20),
+    "fashion_1ipc_s20": ("Fashion-MNIST, ConvNet 32x2, one image per class, 4 draws: the "
+                         "default fit of the README", "fashion_mnist",
+                         dict(n_distilled=10, module="convnet", input_shape=(1, 28, 28)),
+                         12, 20, 40),
     "fashion_10ipc_s40": ("Fashion-MNIST, ConvNet 32x2, 100 images (ten per class), 1,024 real "
                           "images, 2 draws, learned labels: the 40-step ten-per-class fit "
                           "of the README", "fashion_mnist",
