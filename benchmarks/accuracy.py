@@ -174,6 +174,12 @@ def parse_args(argv=None):
                         help="the distiller's initial images: random real ones (its default), "
                              "noise, or those a coreset selector of the training split picks "
                              "(with --multi-formation F, F^2 per stored image)")
+    parser.add_argument("--init-from", default=None, metavar="STEM",
+                        help="start each distillation from a set written by --save-dir "
+                             "(STEM_<dataset>_ipc<ipc>.pt, same --ipc): its images (init=) and, "
+                             "with --learn-labels, its soft labels (label_init=); the network, "
+                             "unroll and step sizes are this run's options, so a set distilled "
+                             "with one network can be fine-tuned with another")
     parser.add_argument("--distill-inits", type=int, default=None,
                         help="θ0 draws per outer iteration of the distiller (its n_inits; "
                              "default: the distiller's own, 4)")
@@ -233,11 +239,19 @@ def parse_args(argv=None):
     n_steps, max_iter = _fit_length(args.module)  # DatasetDistiller's defaults
     args.n_steps = n_steps if args.n_steps is None else args.n_steps
     args.max_iter = max_iter if args.max_iter is None else args.max_iter
-    if args.from_saved and "distilled" in args.methods:
-        missing = [f"{args.from_saved}_{d}_ipc{i}.pt" for d in args.datasets for i in args.ipc
-                   if not Path(f"{args.from_saved}_{d}_ipc{i}.pt").is_file()]
+    if args.from_saved and args.init_from:
+        parser.error("--from-saved evaluates a saved set and --init-from distils from one: "
+                     "give one of them")
+    if args.init_from and args.distill_init != "real":
+        parser.error(f"--init-from and --distill-init {args.distill_init} both give the "
+                     "initial images: give one of them")
+    for option, stem in (("--from-saved", args.from_saved), ("--init-from", args.init_from)):
+        if not stem or "distilled" not in args.methods:
+            continue
+        missing = [f"{stem}_{d}_ipc{i}.pt" for d in args.datasets for i in args.ipc
+                   if not Path(f"{stem}_{d}_ipc{i}.pt").is_file()]
         if missing:  # before the datasets load and the selectors run
-            parser.error(f"--from-saved {args.from_saved}: no such file(s): "
+            parser.error(f"{option} {stem}: no such file(s): "
                          f"{', '.join(missing)} (STEM is a path: the --save-dir of the fit "
                          "joined with its --name)")
     # what the distiller and the selectors build for module_params=None (the ConvNet: 32x2)
@@ -275,7 +289,7 @@ def protocol2_params(args, data, device, augment=None):
     )
 
 
-def build(method, ipc, data, args, device):
+def build(method, ipc, data, args, device, dataset=""):
     shape = data.image_shape if args.module != "mlp" else None
     common = dict(n_distilled=10 * ipc, module=args.module, module_params=args.module_params,
                   input_shape=shape, n_steps=args.n_steps, random_state=args.seed,
@@ -297,7 +311,17 @@ def build(method, ipc, data, args, device):
         if args.multi_formation > 1:
             common["n_distilled"] *= args.multi_formation ** 2
             extra["multi_formation"] = args.multi_formation
-        if args.distill_init in SELECTORS:
+        if args.init_from:
+            start = DatasetDistiller.load(f"{args.init_from}_{dataset}_ipc{ipc}.pt")
+            if len(start.distilled_X_) != common["n_distilled"]:
+                raise ValueError(
+                    f"--init-from {args.init_from}: the saved set has "
+                    f"{len(start.distilled_X_)} images, this run distils "
+                    f"{common['n_distilled']}")
+            extra["init"] = start.distilled_X_  # rows by class, as init= wants them
+            if args.learn_labels and "label_init" not in extra:
+                extra["label_init"] = start.distilled_y_proba_
+        elif args.distill_init in SELECTORS:
             picked, classes = SELECTORS[args.distill_init](
                 n_distilled=common["n_distilled"], random_state=args.seed,
             ).fit_resample(data.X_train, data.y_train)
@@ -341,7 +365,7 @@ def run_one(method, ipc, data, args, device, bar, dataset=""):
         fit_time = None
         bar.update(args.max_iter)
     else:
-        est = build(method, ipc, data, args, device)
+        est = build(method, ipc, data, args, device, dataset)
         if method == "distilled":
             est.set_params(callback=_progress(bar, args.fit_deadline))
         with Timer() as fit_time, warnings.catch_warnings(record=True) as caught:

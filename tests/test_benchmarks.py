@@ -205,6 +205,45 @@ def test_accuracy_benchmark_refuses_a_missing_saved_set_before_any_work(bench_sc
     assert args.from_saved == stem
 
 
+def test_accuracy_benchmark_starts_a_fit_from_a_saved_set(bench_script, tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    from skdistill import DatasetDistiller
+
+    X, y = load_digits(return_X_y=True)
+    saved = DatasetDistiller(n_distilled=20, learn_labels=True, max_iter=3, n_steps=3,
+                             random_state=0).fit(X, y)
+    saved.save(tmp_path / "fit_digits_ipc2.pt")
+    acc = bench_script("accuracy")
+    base = ["--datasets", "digits", "--methods", "distilled", "--learn-labels",
+            "--init-from", str(tmp_path / "fit")]
+    args = acc.parse_args(base + ["--ipc", "2",
+                                  "--module-params", '{"hidden_layer_sizes": [16]}'])
+    est = acc.build("distilled", 2, None, args, "cpu", "digits")
+    # the saved images and soft labels, for a distiller of another network
+    np.testing.assert_array_equal(est.init, saved.distilled_X_)
+    np.testing.assert_array_equal(est.label_init, saved.distilled_y_proba_)
+    assert est.module_params == {"hidden_layer_sizes": [16]}
+    started = est.set_params(max_iter=1, n_steps=3).fit(X, y)
+    assert started.distilled_X_.shape == saved.distilled_X_.shape
+    # without --learn-labels the labels are the distiller's own (hard)
+    args = acc.parse_args([a for a in base if a != "--learn-labels"] + ["--ipc", "2"])
+    assert acc.build("distilled", 2, None, args, "cpu", "digits").label_init is None
+    # another number of images per class: refused with both counts
+    (tmp_path / "fit_digits_ipc1.pt").write_bytes((tmp_path / "fit_digits_ipc2.pt").read_bytes())
+    args = acc.parse_args(base + ["--ipc", "1"])
+    with pytest.raises(ValueError, match="the saved set has 20 images, this run distils 10"):
+        acc.build("distilled", 1, None, args, "cpu", "digits")
+    for extra, message in [
+        (["--ipc", "3"], f"--init-from {tmp_path / 'fit'}: no such file(s)"),
+        (["--ipc", "2", "--from-saved", str(tmp_path / "fit")], "give one of them"),
+        (["--ipc", "2", "--distill-init", "kmeans"], "--init-from and --distill-init kmeans"),
+    ]:
+        with pytest.raises(SystemExit):
+            acc.parse_args(base + extra)
+        assert message in capsys.readouterr().err
+
+
 def test_accuracy_benchmark_takes_the_distiller_s_default_length(bench_script):
     acc = bench_script("accuracy")
     base = ["--datasets", "digits", "--ipc", "1"]
