@@ -245,6 +245,9 @@ def parse_args(argv=None):
     if args.init_from and args.distill_init != "real":
         parser.error(f"--init-from and --distill-init {args.distill_init} both give the "
                      "initial images: give one of them")
+    if args.init_from and args.multi_formation > 1:
+        parser.error("--init-from cannot be combined with --multi-formation: init= takes "
+                     "decoded images, which the fit would average back into tiles")
     for option, stem in (("--from-saved", args.from_saved), ("--init-from", args.init_from)):
         if not stem or "distilled" not in args.methods:
             continue

@@ -244,6 +244,7 @@ def test_accuracy_benchmark_starts_a_fit_from_a_saved_set(bench_script, tmp_path
         (["--ipc", "3"], f"--init-from {tmp_path / 'fit'}: no such file(s)"),
         (["--ipc", "2", "--from-saved", str(tmp_path / "fit")], "give one of them"),
         (["--ipc", "2", "--distill-init", "kmeans"], "--init-from and --distill-init kmeans"),
+        (["--ipc", "2", "--multi-formation", "2"], "cannot be combined with --multi-formation"),
     ]:
         with pytest.raises(SystemExit):
             acc.parse_args(base + extra)
