@@ -466,7 +466,9 @@ def _info(args):
         f"{m['classes']['values'][:10]}{' ...' if arch['n_classes'] > 10 else ''}, "
         f"{'hard' if m['hard_labels'] else 'soft'} labels",
         f"  recipe: {m['fitted'].get('n_steps', params.get('n_steps'))} steps, batches of "
-        f"{params.get('distilled_batch_size') or 'the whole set'}",
+        f"{params.get('distilled_batch_size') or 'the whole set'}"
+        + (f", started at step size {m['fitted']['inner_lr_init']:.3g}"
+           if m['fitted'].get('inner_lr_init') is not None else ""),
         f"  fit: {m['fitted']['n_iter']} iterations, kept iteration {m['fitted']['best_iter']}"
         + (f", validation accuracy {100 * m['fitted']['best_validation_score']:.1f}%"
            if m['fitted']['best_validation_score'] is not None else ""),

@@ -13,8 +13,9 @@ File format, version 1: a zip archive (``unzip -l`` lists it) with
     the format name and version, the versions of skdistill, torch and numpy that wrote it,
     the architecture (a built-in name with its parameters and sizes, or a class by import
     path with its parameters, or a pickled instance), the constructor parameters, the
-    classes, the fit's scalars, the dtype of every array and the SHA-256 of every other
-    member; plain JSON, readable without skdistill.
+    classes, the fit's scalars (among them the starting step size, ``inner_lr_init_``),
+    the dtype of every array and the SHA-256 of every other member; plain JSON, readable
+    without skdistill.
 ``arrays.pt``
     the tensors (synthetic samples, label indices, soft labels where learned, step sizes,
     the θ0 states of p(θ0) where it is a fixed or pretrained list, the template weights that
@@ -147,6 +148,8 @@ def save_distiller(distiller, path, *, metadata=None):
         "n_steps": int(distiller.n_steps_),
         "best_iter": int(distiller.best_iter_),
         "best_validation_score": _float_or_none(distiller.best_validation_score_),
+        # where the step sizes started ("auto"'s pick); null when unknown (JSON has no NaN)
+        "inner_lr_init": _finite_or_none(getattr(distiller, "inner_lr_init_", None)),
         "input_shape": _list_or_none(distiller.input_shape_),
         "device": str(distiller.device_),
         "mean_std": [float(v) for v in distiller._mean_std],
@@ -417,6 +420,9 @@ def _restore(cls, manifest, arrays, module_payload, path):
     est.validation_iters_ = arrays["validation_iters"].tolist()
     est.best_validation_score_ = fitted["best_validation_score"]
     est.best_iter_ = fitted["best_iter"]
+    # older files kept no starting step size: unknown (NaN), as after a resume without one
+    lr0 = fitted.get("inner_lr_init")
+    est.inner_lr_init_ = math.nan if lr0 is None else float(lr0)
     est.module_ = module_
     est.input_shape_ = input_shape
     est.device_ = fit_device
@@ -705,6 +711,10 @@ def _same_state(a, b):
 
 def _float_or_none(value):
     return None if value is None else float(value)
+
+
+def _finite_or_none(value):
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def _list_or_none(value):

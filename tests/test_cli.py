@@ -49,7 +49,7 @@ def test_distill_writes_a_file_that_loads(digits_file, capsys):
     code, out, _ = run(capsys, "info", digits_file)
     assert code == 0
     assert "architecture: mlp" in out and "dataset=digits" in out and "10 samples" in out
-    assert "recipe: 10 steps" in out
+    assert "recipe: 10 steps" in out and "started at step size 0.2\n" in out  # the MLP's
 
 
 def test_distill_takes_the_module_s_default_length(capsys, tmp_path):
@@ -61,7 +61,9 @@ def test_distill_takes_the_module_s_default_length(capsys, tmp_path):
     assert code == 0 and "with module convnet, 20 steps" in out
     assert DatasetDistiller.load(path).learned_lr_.shape == (20,)
     code, out, _ = run(capsys, "info", path)
-    assert code == 0 and "recipe: 20 steps" in out
+    lr0 = DatasetDistiller.load(path).inner_lr_init_  # what "auto" picked for the ConvNet
+    assert code == 0 and f"recipe: 20 steps, batches of the whole set, started at step size " \
+                         f"{lr0:.3g}\n" in out
 
 
 def test_distill_with_multi_formation(capsys, tmp_path):

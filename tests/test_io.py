@@ -44,7 +44,8 @@ def assert_same_fit(a, b, X, y):
         assert left.dtype == right.dtype, name
         np.testing.assert_array_equal(left, right, err_msg=name)
     for name in ("n_features_in_", "n_iter_", "loss_curve_", "validation_scores_",
-                 "validation_iters_", "best_validation_score_", "best_iter_", "input_shape_"):
+                 "validation_iters_", "best_validation_score_", "best_iter_", "input_shape_",
+                 "n_steps_", "inner_lr_init_"):
         assert getattr(a, name) == getattr(b, name), name
     assert a.score(X, y) == b.score(X, y)
     np.testing.assert_array_equal(a.evaluate(X, y, n_inits=3, random_state=1),
@@ -197,6 +198,32 @@ def test_warm_start_continues_after_load(fitted, tmp_path):
     restored.set_params(warm_start=True, max_iter=2).fit(X, y)
     assert restored.n_iter_ == d.n_iter_ + 2
     assert len(restored.loss_curve_) == len(d.loss_curve_) + 2
+
+
+def test_auto_starting_step_size_is_kept_and_older_files_load_it_as_unknown(tiny_data,
+                                                                             tmp_path):
+    X, y = tiny_data
+    d = fast(inner_lr_init="auto").fit(X, y)
+    assert 0 < d.inner_lr_init_ < 1
+    path = tmp_path / "tiny.skd"
+    d.save(path)
+    assert read_manifest(path)["fitted"]["inner_lr_init"] == d.inner_lr_init_
+    assert DatasetDistiller.load(path).inner_lr_init_ == d.inner_lr_init_
+    # a file written before the field existed: loads, with the start unknown
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    manifest = json.loads(members["manifest.json"])
+    del manifest["fitted"]["inner_lr_init"]
+    members["manifest.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+    old = DatasetDistiller.load(path)
+    assert np.isnan(old.inner_lr_init_)
+    np.testing.assert_array_equal(old.learned_lr_, d.learned_lr_)
+    # and saving it again writes null, not the NaN that JSON cannot hold
+    old.save(tmp_path / "again.skd")
+    assert read_manifest(tmp_path / "again.skd")["fitted"]["inner_lr_init"] is None
 
 
 def test_load_leaves_the_global_torch_rng_alone(fitted, tmp_path):
