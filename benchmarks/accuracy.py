@@ -31,6 +31,7 @@ python benchmarks/accuracy.py --datasets fashion_mnist --ipc 1 --module convnet 
 
 import argparse
 import json
+import math
 import sys
 import time
 import warnings
@@ -494,9 +495,21 @@ def report(results, args, meta):
         lines.append(markdown_table(
             ["method", "ipc", "1: learned recipe / constant-step GD", "2: standard training",
              *(["2 with DSA augmentation"] if args.eval_augment else []), "time (s)"], rows))
+        lines += [f"\nFit of {LABELS[r['method']]}, ipc {r['ipc']}: {fit_summary(r)}."
+                  for r in block["records"] if "n_iter" in r]
         lines += [f"\nWarning of the fit of {LABELS[r['method']]}, ipc {r['ipc']}: {msg}"
                   for r in block["records"] for msg in r.get("fit_warnings", [])]
     return "\n".join(lines)
+
+
+def fit_summary(record):
+    """How a distiller's fit went, from its record: what a reader of the table asks first."""
+    val = record["best_validation_score"]
+    lr0, lr = record["inner_lr_init"], record["learned_lr"]
+    return (f"{record['n_iter']} iterations, kept iteration {record['best_iter']}"
+            + (f" (validation accuracy {val:.4g})" if val is not None else "")
+            + (f"; step sizes started at {lr0:.3g}" if math.isfinite(lr0) else "")
+            + f"; learned step sizes {min(lr):.3g}-{max(lr):.3g}")
 
 
 def figure(results, args):

@@ -335,6 +335,11 @@ def test_accuracy_benchmark_records_an_interrupted_fit_in_its_table(bench_script
     table = acc.report(results, args, bench_script("_common").stamp(device))
     assert "Warning of the fit of distilled (DatasetDistiller), ipc 1: the fit was interrupted" \
         in table
+    lr = record["learned_lr"]
+    assert (f"Fit of distilled (DatasetDistiller), ipc 1: 7 iterations, kept iteration "
+            f"{record['best_iter']} (validation accuracy {record['best_validation_score']:.4g}); "
+            f"step sizes started at {record['inner_lr_init']:.3g}; learned step sizes "
+            f"{min(lr):.3g}-{max(lr):.3g}.") in table
 
 
 def test_accuracy_benchmark_interrupts_a_fit_at_its_deadline(bench_script, monkeypatch):
