@@ -508,7 +508,7 @@ def fit_summary(record):
     lr0, lr = record["inner_lr_init"], record["learned_lr"]
     return (f"{record['n_iter']} iterations, kept iteration {record['best_iter']}"
             + (f" (validation accuracy {val:.4g})" if val is not None else "")
-            + (f"; step sizes started at {lr0:.3g}" if math.isfinite(lr0) else "")
+            + (f"; step sizes started at {lr0:.3g}" if lr0 is not None and math.isfinite(lr0) else "")
             + f"; learned step sizes {min(lr):.3g}-{max(lr):.3g}")
 
 

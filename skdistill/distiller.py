@@ -334,7 +334,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         Number of unrolled steps of the learned recipe: ``n_steps``, or its default for the
         module.
     inner_lr_init_ : float
-        The step size the fit started from: ``inner_lr_init``, or the one ``"auto"`` chose.
+        The step size the fit started from: ``inner_lr_init``, or the one ``"auto"`` chose
+        (saved with the set; NaN after loading a file written before it was kept).
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
