@@ -57,6 +57,18 @@ def assert_same_fit(a, b, X, y):
         torch.testing.assert_close(left[k], right[k], rtol=0, atol=0)
 
 
+def edit_manifest(path, edit):
+    """Rewrite the manifest of a saved file in place: ``edit(manifest)`` changes the dict."""
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    manifest = json.loads(members["manifest.json"])
+    edit(manifest)
+    members["manifest.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+
+
 @pytest.fixture
 def fitted(tiny_data):
     X, y = tiny_data
@@ -210,14 +222,7 @@ def test_auto_starting_step_size_is_kept_and_older_files_load_it_as_unknown(tiny
     assert read_manifest(path)["fitted"]["inner_lr_init"] == d.inner_lr_init_
     assert DatasetDistiller.load(path).inner_lr_init_ == d.inner_lr_init_
     # a file written before the field existed: loads, with the start unknown
-    with zipfile.ZipFile(path) as z:
-        members = {n: z.read(n) for n in z.namelist()}
-    manifest = json.loads(members["manifest.json"])
-    del manifest["fitted"]["inner_lr_init"]
-    members["manifest.json"] = json.dumps(manifest).encode()
-    with zipfile.ZipFile(path, "w") as z:
-        for n, data in members.items():
-            z.writestr(n, data)
+    edit_manifest(path, lambda m: m["fitted"].pop("inner_lr_init"))
     old = DatasetDistiller.load(path)
     assert np.isnan(old.inner_lr_init_)
     np.testing.assert_array_equal(old.learned_lr_, d.learned_lr_)
@@ -277,14 +282,7 @@ def test_corrupt_bytes_inside_a_member_raise_a_clear_error(saved):
 
 
 def test_other_format_version_raises_a_clear_error(saved):
-    with zipfile.ZipFile(saved) as zf:
-        members = {n: zf.read(n) for n in zf.namelist()}
-    manifest = json.loads(members["manifest.json"])
-    manifest["format_version"] = FORMAT_VERSION + 1
-    members["manifest.json"] = json.dumps(manifest)
-    with zipfile.ZipFile(saved, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
+    edit_manifest(saved, lambda m: m.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(ValueError, match=rf"{saved.name} has format version "
                                          rf"{FORMAT_VERSION + 1}.*upgrade skdistill"):
         DatasetDistiller.load(saved)
@@ -318,12 +316,5 @@ def test_default_convnet_round_trips_and_older_files_keep_their_meaning(digits_s
     d128 = fast(module="convnet", module_params={}, n_distilled=10, max_iter=1).fit(X, y)
     old = tmp_path / "old.skd"
     d128.save(old)
-    with zipfile.ZipFile(old) as z:
-        members = {n: z.read(n) for n in z.namelist()}
-    manifest = json.loads(members["manifest.json"])
-    manifest["params"]["module_params"] = None
-    members["manifest.json"] = json.dumps(manifest).encode()
-    with zipfile.ZipFile(old, "w") as z:
-        for n, data in members.items():
-            z.writestr(n, data)
+    edit_manifest(old, lambda m: m["params"].update(module_params=None))
     assert DatasetDistiller.load(old).module_.features[0].out_channels == 128
