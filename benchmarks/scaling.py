@@ -9,7 +9,6 @@ benchmarks/results/.
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -22,12 +21,6 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _fit_params(args):
@@ -53,21 +46,22 @@ def _timed_fit(args):
     return args.max_iter / (time.perf_counter() - start), d.distilled_X_
 
 
-def _worker(rank, world, port, args, out):
+def _worker(rank, world, store, args, out):
     torch.set_num_threads(args.threads)
     backend = "nccl" if args.device.startswith("cuda") else "gloo"
     if backend == "nccl":
         os.environ["LOCAL_RANK"] = str(rank)
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+    # A file store rather than tcp://: no port to find free (and lose to another process
+    # before rank 0 binds it) and no store server thread in rank 0, the rank that twice
+    # aborted ("terminate called without an active exception") in CI runs with tcp://.
+    dist.init_process_group(backend, init_method=f"file://{store}", rank=rank,
                             world_size=world)
     try:
         rate, X_syn = _timed_fit(args)
         if rank == 0:
             np.save(out, np.array([rate]))
             np.save(out + "-X.npy", X_syn)
-        # tear down together: gloo aborted a rank whose peer left first ("terminate called
-        # without an active exception") in a CI run on 2 cores
-        dist.barrier()
+        dist.barrier()  # tear down together
     finally:
         dist.destroy_process_group()
 
@@ -99,7 +93,8 @@ def main(argv=None):
                 rates[n], sets[n] = _timed_fit(args)
             else:
                 out = os.path.join(tmp, f"rate-{n}.npy")
-                mp.spawn(_worker, args=(n, _free_port(), args, out), nprocs=n, join=True)
+                store = os.path.join(tmp, f"store-{n}")
+                mp.spawn(_worker, args=(n, store, args, out), nprocs=n, join=True)
                 rates[n], sets[n] = float(np.load(out)[0]), np.load(out + "-X.npy")
             bar.update(1)
     bar.close()

@@ -27,10 +27,14 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _worker(rank, world, port, out, checkpoint):
+def _init(rank, world, store):
+    # A file store: no free port to find (and race for) and no store server thread in rank 0.
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+
+
+def _worker(rank, world, store, out, checkpoint):
+    _init(rank, world, store)
     try:
         X, y = _data()
         d = DatasetDistiller(**PARAMS, n_inits=4,
@@ -48,7 +52,7 @@ def test_two_ranks_with_two_draws_equal_one_process_with_four(tmp_path):
     single = DatasetDistiller(**PARAMS, n_inits=4).fit(X, y)
 
     out, ckpt = str(tmp_path / "ranks"), str(tmp_path / "run.ckpt")
-    mp.spawn(_worker, args=(2, _free_port(), out, ckpt), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path / "store"), out, ckpt), nprocs=2, join=True)
 
     rank0, rank1 = np.load(f"{out}-0.npy"), np.load(f"{out}-1.npy")
     np.testing.assert_array_equal(rank0, rank1)  # every rank holds the same synthetic set
@@ -117,10 +121,8 @@ class _RankLog:
         return float(distiller.distilled_X_.sum())
 
 
-def _scoring_worker(rank, world, port, out):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+def _scoring_worker(rank, world, store, out):
+    _init(rank, world, store)
     try:
         X, y = _data()
         d = DatasetDistiller(**PARAMS, n_inits=4, validation_scoring=_RankLog(out)).fit(X, y)
@@ -134,7 +136,7 @@ def _scoring_worker(rank, world, port, out):
 @pytest.mark.slow
 def test_only_rank_0_runs_the_validation_scoring(tmp_path):
     out = str(tmp_path / "ranks")
-    mp.spawn(_scoring_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    mp.spawn(_scoring_worker, args=(2, str(tmp_path / "store"), out), nprocs=2, join=True)
     # validation at iterations 0, 4, 8, 12, each scored once, by rank 0
     assert (tmp_path / "ranks-0.log").read_text().count("scored") == 4
     assert not (tmp_path / "ranks-1.log").exists()
