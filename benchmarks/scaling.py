@@ -51,9 +51,7 @@ def _worker(rank, world, store, args, out):
     backend = "nccl" if args.device.startswith("cuda") else "gloo"
     if backend == "nccl":
         os.environ["LOCAL_RANK"] = str(rank)
-    # A file store rather than tcp://: no port to find free (and lose to another process
-    # before rank 0 binds it) and no store server thread in rank 0, the rank that twice
-    # aborted ("terminate called without an active exception") in CI runs with tcp://.
+    # a file store rather than tcp://: no port to find free and lose to another process
     dist.init_process_group(backend, init_method=f"file://{store}", rank=rank,
                             world_size=world)
     try:
@@ -61,9 +59,14 @@ def _worker(rank, world, store, args, out):
         if rank == 0:
             np.save(out, np.array([rate]))
             np.save(out + "-X.npy", X_syn)
-        dist.barrier()  # tear down together
+        dist.barrier()  # no rank leaves while another still works
     finally:
         dist.destroy_process_group()
+    # Leave without finalising the interpreter: a gloo worker thread that outlives
+    # destroy_process_group can abort the process there (skdistill.__main__._distill).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main(argv=None):

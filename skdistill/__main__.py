@@ -231,27 +231,46 @@ def _size(n_bytes):
 def _init_distributed():
     """Join the process group that ``torchrun`` describes in the environment, if any.
 
-    Returns the rank (0 without torchrun)."""
+    Returns ``(rank, joined)``: the rank (0 without torchrun) and whether this call joined
+    the group, so that the caller leaves it again."""
     import torch
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
-        return 0
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank()
+        return 0, False
+    if dist.is_initialized():
+        return dist.get_rank(), False
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), True
 
 
 def _distill(args):
-    rank = _init_distributed()
+    import torch.distributed as dist
+
+    rank, joined = _init_distributed()
     if rank != 0:  # every rank fits the same set; rank 0 reports and writes it
         sys.stdout = open(os.devnull, "w")
     try:
-        return _distill_one(args, rank)
+        code = _distill_one(args, rank)
+        if joined:
+            dist.barrier()  # no rank leaves while another still works
     finally:
+        if joined:
+            dist.destroy_process_group()
         if rank != 0:
             sys.stdout.close()
             sys.stdout = sys.__stdout__
+    if joined:
+        # Everything is written: leave without finalising the interpreter. PyTorch's gloo
+        # worker threads can outlive destroy_process_group, and one that drops the last
+        # reference to a finished collective while the interpreter finalises takes the GIL
+        # and aborts the process ("terminate called without an active exception": about
+        # 1 run in 40 of two ranks under torchrun here; the core dump showed
+        # ProcessGroupGloo::AsyncWork's destructor in a gloo thread during Py_FinalizeEx).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _distill_one(args, rank):

@@ -1,6 +1,7 @@
 """fit under torch.distributed (gloo, 2 CPU processes) equals one process with all draws."""
 
-import socket
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -21,16 +22,18 @@ def _data():
     return centers[y] + rng.normal(0, 0.5, size=(90, 6)), y
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _init(rank, world, store):
-    # A file store: no free port to find (and race for) and no store server thread in rank 0.
+    # a file store rather than tcp://: no port to find free and lose to another process
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+
+
+def _exit():
+    # End a spawned rank without finalising the interpreter: a gloo worker thread that
+    # outlives destroy_process_group can abort the process there (skdistill.__main__._distill).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _worker(rank, world, store, out, checkpoint):
@@ -41,9 +44,10 @@ def _worker(rank, world, store, out, checkpoint):
                              checkpoint=checkpoint).fit(X, y)
         np.save(f"{out}-{rank}.npy", d.distilled_X_)
         np.save(f"{out}-{rank}-lr.npy", d.learned_lr_)
-        dist.barrier()  # tear down together: gloo can abort a rank whose peer left first
+        dist.barrier()  # no rank leaves while another still works
     finally:
         dist.destroy_process_group()
+    _exit()
 
 
 @pytest.mark.slow
@@ -85,26 +89,18 @@ def test_memmap_input_is_gathered_lazily(tmp_path):
 
 @pytest.mark.slow
 def test_command_line_distill_runs_under_torchrun(tmp_path):
-    import os
     import subprocess
-    import sys
 
     out = tmp_path / "digits.skd"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    errors = []
-    # A second try on a new port: the free port is only free when it is picked (one CI run
-    # failed here once and could not be reproduced in 9 reruns); both tries' errors are shown.
-    for _ in range(2):
-        run = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-             "--master_port", str(_free_port()), "-m", "skdistill", "distill", "digits",
-             "--max-iter", "5", "--n-inits", "4", "-v", "0", "--output", str(out)],
-            cwd=tmp_path, env=env, timeout=300, capture_output=True, text=True,
-        )
-        if run.returncode == 0:
-            break
-        errors.append(run.stderr[-3000:])
-    assert run.returncode == 0, "\n----\n".join(errors)
+    # --standalone: torchrun binds a free port itself (none to pick beforehand and lose)
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "skdistill", "distill", "digits", "--max-iter", "5", "--n-inits", "4", "-v", "0",
+         "--output", str(out)],
+        cwd=tmp_path, env=env, timeout=300, capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
     loaded = DatasetDistiller.load(out)  # written once, by rank 0
     assert loaded.distilled_X_.shape == (10, 64) and loaded.n_iter_ == 5
 
@@ -128,9 +124,10 @@ def _scoring_worker(rank, world, store, out):
         d = DatasetDistiller(**PARAMS, n_inits=4, validation_scoring=_RankLog(out)).fit(X, y)
         np.save(f"{out}-{rank}.npy", d.distilled_X_)
         np.save(f"{out}-{rank}-scores.npy", np.array(d.validation_scores_))
-        dist.barrier()  # rank 0, which scores, finishes later; see _worker
+        dist.barrier()  # rank 0, which scores, finishes later
     finally:
         dist.destroy_process_group()
+    _exit()
 
 
 @pytest.mark.slow
