@@ -104,8 +104,10 @@ def main(argv=None):
 
     meta = _common.stamp(torch.device(args.device))
     base = rates[args.processes[0]]
-    rows = [[n, f"{rates[n]:.2f}", f"{rates[n] / base:.2f}x",
-             f"{np.abs(sets[n] - sets[args.processes[0]]).max():.1e}"] for n in args.processes]
+    max_diff = {n: float(np.abs(sets[n] - sets[args.processes[0]]).max())
+                for n in args.processes}
+    rows = [[n, f"{rates[n]:.2f}", f"{rates[n] / base:.2f}x", f"{max_diff[n]:.1e}"]
+            for n in args.processes]
     md = "\n".join(["# Scaling of fit over processes (torch.distributed)", "",
                     *_common.stamp_lines(meta), "",
                     f"Digits, MLP, n_inits={args.n_inits} draws per iteration in all (split over "
@@ -122,7 +124,8 @@ def main(argv=None):
     ax.set_xticks(args.processes)
     name = "scaling_quick" if args.quick else "scaling"
     paths = _common.write_results(name, md, {"meta": meta, "config": vars(args),
-                                             "iterations_per_second": rates}, fig,
+                                             "iterations_per_second": rates,
+                                             "max_abs_diff_vs_first": max_diff}, fig,
                                   out_dir=args.out_dir)
     print(md)
     print("wrote", *paths)
