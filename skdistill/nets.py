@@ -99,21 +99,35 @@ class ConvNet(nn.Module):
         Channels of every convolution.
     depth : int, default=3
         Number of blocks; each halves the image size, so ``2 ** depth`` must not exceed it.
+    first_padding : int, default=1
+        Zero padding of the first convolution (the others pad by 1, keeping the size). The
+        literature's code pads one-channel images by 3, so that 28x28 MNIST and
+        Fashion-MNIST images pass through the blocks as 32x32 ones: 32, 16, 8, 4 pixels
+        at depth 3, where padding 1 gives 28, 14, 7, 3 and the last pooling drops the
+        seventh row and column.
     """
 
-    def __init__(self, input_shape, n_classes, width=128, depth=3):
+    def __init__(self, input_shape, n_classes, width=128, depth=3, first_padding=1):
         super().__init__()
         c, h, w = input_shape
+        if isinstance(first_padding, bool) or not isinstance(first_padding, Integral) \
+                or first_padding < 0:
+            raise ValueError(
+                f"ConvNet's first_padding must be a non-negative int; got {first_padding!r}."
+            )
+        h, w = h + 2 * (first_padding - 1), w + 2 * (first_padding - 1)
         if min(h, w) < 2**depth:
             raise ValueError(
                 f"ConvNet of depth={depth} halves the image {depth} times, but input_shape "
-                f"{tuple(input_shape)} is only {min(h, w)} pixels wide; lower "
-                "module_params['depth'] or use a larger image."
+                f"{tuple(input_shape)} is only {min(h, w)} pixels wide after the first "
+                f"convolution (first_padding={first_padding}); lower module_params['depth'] "
+                "or use a larger image."
             )
         blocks = []
         for i in range(depth):
             blocks += [
-                nn.Conv2d(c if i == 0 else width, width, 3, padding=1),
+                nn.Conv2d(c if i == 0 else width, width, 3,
+                          padding=first_padding if i == 0 else 1),
                 nn.GroupNorm(width, width, affine=True),
                 nn.ReLU(),
                 nn.AvgPool2d(2),

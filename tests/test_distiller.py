@@ -643,3 +643,30 @@ def test_convnet_default_size(digits_split, module_params, width, depth):
         convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
         assert isinstance(net, ConvNet)
         assert len(convs) == depth and convs[0].out_channels == width
+
+
+@pytest.mark.parametrize("first_padding, side", [(1, 3), (3, 4), (0, 3)])
+def test_convnet_first_padding_sets_the_last_feature_map(first_padding, side):
+    from skdistill.nets import ConvNet
+
+    # 28x28 at depth 3: padding 1 gives 28, 14, 7, 3 (the last pooling drops a row and a
+    # column); the literature's padding 3 gives 32, 16, 8, 4; padding 0 gives 26, 13, 6, 3
+    net = ConvNet((1, 28, 28), 10, first_padding=first_padding)
+    assert net.features(torch.zeros(2, 1, 28, 28)).shape == (2, 128, side, side)
+    assert net.classifier.in_features == 128 * side * side
+
+
+@pytest.mark.parametrize("first_padding", [-1, 1.5, True, "3"])
+def test_convnet_rejects_a_bad_first_padding_before_fitting(digits_split, first_padding):
+    X_train, _, y_train, _ = digits_split
+    d = fast(module="convnet", module_params={"width": 8, "first_padding": first_padding})
+    with pytest.raises(ValueError, match="first_padding"):
+        d.fit(X_train, y_train)
+    assert not hasattr(d, "distilled_X_")
+
+
+def test_convnet_too_small_after_first_padding_names_it(digits_split):
+    X_train, _, y_train, _ = digits_split
+    d = fast(module="convnet", module_params={"width": 8, "depth": 3, "first_padding": 0})
+    with pytest.raises(ValueError, match=r"6 pixels wide .*first_padding=0"):
+        d.fit(X_train, y_train)
