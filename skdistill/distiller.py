@@ -293,7 +293,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
     checkpoint : str or path-like, default=None
         File that receives the whole state of the fit (synthetic set, step sizes, optimiser
         and schedule, iteration, RNG, best state) every ``checkpoint_interval`` iterations
-        and at the end, written atomically (a temporary file, then a rename). With
+        and at the end of a fit that completes (an interrupted or diverged fit leaves the
+        last periodic one), written atomically (a temporary file, then a rename). With
         ``warm_start=True`` and an existing file, ``fit`` resumes that run and continues it
         up to ``max_iter`` iterations in all; on CPU the result is the same as that of an
         uninterrupted run with the same ``random_state``.
