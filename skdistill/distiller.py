@@ -292,12 +292,14 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         goes on eagerly.
     checkpoint : str or path-like, default=None
         File that receives the whole state of the fit (synthetic set, step sizes, optimiser
-        and schedule, iteration, RNG, best state) every ``checkpoint_interval`` iterations
-        and at the end of a fit that completes (an interrupted or diverged fit leaves the
-        last periodic one), written atomically (a temporary file, then a rename). With
-        ``warm_start=True`` and an existing file, ``fit`` resumes that run and continues it
-        up to ``max_iter`` iterations in all; on CPU the result is the same as that of an
-        uninterrupted run with the same ``random_state``.
+        and schedule, iteration, RNG, best state) every ``checkpoint_interval`` iterations,
+        at the end of a fit that completes, and when a fit is interrupted (Ctrl-C, or a
+        ``KeyboardInterrupt`` raised by ``callback``): then it holds the last iteration that
+        finished, unless the interruption came while the state was being updated (a
+        diverged fit, too, leaves the last periodic one). Written atomically (a temporary
+        file, then a rename). With ``warm_start=True`` and an existing file, ``fit``
+        resumes that run and continues it up to ``max_iter`` iterations in all; on CPU the
+        result is the same as that of an uninterrupted run with the same ``random_state``.
     checkpoint_interval : int, default=50
         Iterations between checkpoints.
     callback : callable, default=None
@@ -1181,7 +1183,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             n_target = n_iter0 + self._max_iter()
         last_good = snapshot(state)
 
-        def save_checkpoint(n_iter):
+        def save_checkpoint(n_iter, rng_state):
             if rank != 0:
                 return
             _write_checkpoint(self.checkpoint, {
@@ -1190,7 +1192,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 "state": _to_cpu(state),
                 "optimizer": _to_cpu(optimizer.state_dict()),
                 "scheduler": None if scheduler is None else scheduler.state_dict(),
-                "rng": _rng_state_to(rng.get_state()),
+                "rng": _rng_state_to(rng_state),
                 "val_seed": int(val_seed),
                 "inner_lr_init": self.inner_lr_init_,
                 "best": _to_cpu(best),
@@ -1209,6 +1211,11 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self._publish_progress(n_iter0, loss_curve, val_scores, val_iters)
         progress = _progress(n_target - n_iter0, self.verbose and rank == 0)
         it = n_done = n_iter0
+        # What a checkpoint written at an interruption needs: the last iteration whose
+        # bookkeeping finished, the random stream as it was then, and whether the optimiser
+        # has since begun to move the state (then the state belongs to no iteration).
+        complete, rng_done, stepping = n_iter0, rng.get_state(), False
+        interrupted = False
         try:
             for it in range(n_iter0 + 1, n_target + 1):
                 x_real, y_real = s["train"].take(rng.choice(n_train, batch, replace=False))
@@ -1249,6 +1256,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                     )
                     break
                 last_good = snapshot(state)
+                stepping = True
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
@@ -1273,17 +1281,19 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                         loss=f"{loss_value:.4f}",
                         val=f"{val_scores[-1]:.3f}" if val_scores else "-",
                     )
+                complete, rng_done, stepping = it, rng.get_state(), False
                 if self.callback is not None:
                     self._publish_progress(it, loss_curve, val_scores, val_iters)
                     self._publish_state(state, syn_class, s)
                     self.callback(self, it)
                 if self.checkpoint is not None and it % self.checkpoint_interval == 0:
-                    save_checkpoint(it)
+                    save_checkpoint(it, rng_done)
                 if (self.n_iter_no_change is not None and val is not None
                         and it - best_iter >= self.n_iter_no_change):
                     break
         except KeyboardInterrupt:
             stop_reason = f"the fit was interrupted at iteration {it} of {n_target}"
+            interrupted = True
         finally:
             if progress is not None:
                 progress.close()
@@ -1291,14 +1301,26 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         if val is None:
             # Without validation the last finite state is kept.
             best, best_iter = (last_good, it - 1) if stop_reason else (snapshot(state), n_done)
+        checkpoint_note = ""
         if self.checkpoint is not None and stop_reason is None:
-            save_checkpoint(n_done)
+            save_checkpoint(n_done, rng.get_state())
+        elif self.checkpoint is not None and interrupted:
+            # Interrupted between iterations or inside one's meta-gradient, the state is that
+            # of the last finished iteration: checkpoint it, so that a resumed run loses
+            # nothing. Inside the optimiser's step it is torn: the periodic checkpoint stays.
+            if complete == n_done and not stepping:
+                save_checkpoint(complete, rng_done)
+                checkpoint_note = f"; the checkpoint holds iteration {complete}"
+            else:
+                checkpoint_note = ("; it stopped while the state was being updated, so the "
+                                   "checkpoint file keeps the last periodic one")
         if stop_reason:
             what = "accuracy" if self.validation_scoring is None else "score"
             kept = (f"the best validation state (iteration {best_iter}, {what} "
                     f"{best_score:.4f})" if val is not None
                     else f"the last finite state (iteration {best_iter})")
-            warnings.warn(f"{stop_reason}; keeping {kept}.", ConvergenceWarning)
+            warnings.warn(f"{stop_reason}; keeping {kept}{checkpoint_note}.",
+                          ConvergenceWarning)
 
         self._publish_progress(n_done, loss_curve, val_scores, val_iters)
         self._publish_state(best, syn_class, s)

@@ -51,6 +51,90 @@ def test_resumed_run_equals_the_uninterrupted_run(tiny_data, tmp_path):
     assert not list(tmp_path.glob("*.tmp-*"))  # atomic writes leave no temporary file
 
 
+def _checkpointed_iteration(path):
+    from skdistill.distiller import _read_checkpoint
+
+    return _read_checkpoint(path)["n_iter"]
+
+
+def _assert_resumes_to(path, whole, X, y):
+    resumed = DatasetDistiller(**FAST, checkpoint=path, checkpoint_interval=10,
+                               warm_start=True).fit(X, y)
+    assert resumed.n_iter_ == whole.n_iter_ == 30
+    np.testing.assert_array_equal(resumed.distilled_X_, whole.distilled_X_)
+    np.testing.assert_array_equal(resumed.learned_lr_, whole.learned_lr_)
+    assert resumed.loss_curve_ == whole.loss_curve_
+    assert resumed.validation_scores_ == whole.validation_scores_
+
+
+def test_an_interrupt_checkpoints_the_last_finished_iteration(tiny_data, tmp_path):
+    """Interrupted by its callback at iteration 17 (a deadline, say), the fit writes the
+    checkpoint of iteration 17, not only the periodic one of 10, and says so."""
+    X, y = tiny_data
+    whole = DatasetDistiller(**FAST).fit(X, y)
+    path = tmp_path / "run.ckpt"
+    with pytest.warns(ConvergenceWarning, match="the checkpoint holds iteration 17"):
+        DatasetDistiller(**FAST, checkpoint=path, checkpoint_interval=10,
+                         callback=_interrupt_at(17)).fit(X, y)
+    assert _checkpointed_iteration(path) == 17
+    _assert_resumes_to(path, whole, X, y)
+
+
+def test_an_interrupt_inside_the_meta_gradient_checkpoints_the_iteration_before(
+        tiny_data, tmp_path, monkeypatch):
+    """Ctrl-C while iteration 13 computes its meta-gradient (its real minibatch already
+    drawn, so the random stream has moved on): the checkpoint holds iteration 12 with the
+    random stream as it was then, and the resumed run is the uninterrupted one."""
+    import skdistill.distiller as distiller_module
+
+    X, y = tiny_data
+    whole = DatasetDistiller(**FAST).fit(X, y)
+    real = distiller_module.sample_params
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        if "subset" in kwargs:  # the θ0 draws of a training iteration, not of validation
+            calls.append(1)
+            if len(calls) == 13:
+                raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    path = tmp_path / "run.ckpt"
+    with monkeypatch.context() as m:
+        m.setattr(distiller_module, "sample_params", interrupted)
+        with pytest.warns(ConvergenceWarning, match="at iteration 13 .*checkpoint holds "
+                                                    "iteration 12"):
+            broken = DatasetDistiller(**FAST, checkpoint=path, checkpoint_interval=10).fit(X, y)
+    assert broken.n_iter_ == 12 and _checkpointed_iteration(path) == 12
+    _assert_resumes_to(path, whole, X, y)
+
+
+def test_an_interrupt_during_the_update_keeps_the_periodic_checkpoint(
+        tiny_data, tmp_path, monkeypatch):
+    """Interrupted just after the optimiser moved the state of iteration 13, the fit holds
+    a state that belongs to no finished iteration: the checkpoint of iteration 10 stays,
+    the warning says so, and resuming from it still gives the uninterrupted result."""
+    X, y = tiny_data
+    whole = DatasetDistiller(**FAST).fit(X, y)
+    real = torch.optim.Adam.step
+    calls = []
+
+    def step_then_interrupt(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 13:
+            raise KeyboardInterrupt
+        return out
+
+    path = tmp_path / "run.ckpt"
+    with monkeypatch.context() as m:
+        m.setattr(torch.optim.Adam, "step", step_then_interrupt)
+        with pytest.warns(ConvergenceWarning, match="keeps the last periodic one"):
+            DatasetDistiller(**FAST, checkpoint=path, checkpoint_interval=10).fit(X, y)
+    assert _checkpointed_iteration(path) == 10
+    _assert_resumes_to(path, whole, X, y)
+
+
 def test_truncated_checkpoint_is_a_clear_error(tiny_data, tmp_path):
     X, y = tiny_data
     path = tmp_path / "run.ckpt"
