@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from skdistill._process import exit_without_finalising
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
@@ -62,11 +64,7 @@ def _worker(rank, world, store, args, out):
         dist.barrier()  # no rank leaves while another still works
     finally:
         dist.destroy_process_group()
-    # Leave without finalising the interpreter: a gloo worker thread that outlives
-    # destroy_process_group can abort the process there (skdistill.__main__._distill).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_without_finalising(0)  # a gloo thread could abort the interpreter's finalisation
 
 
 def main(argv=None):

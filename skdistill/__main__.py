@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ._alloc import retain_freed_memory
+from ._process import exit_without_finalising
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 
@@ -260,16 +261,8 @@ def _distill(args):
         if rank != 0:
             sys.stdout.close()
             sys.stdout = sys.__stdout__
-    if joined:
-        # Everything is written: leave without finalising the interpreter. PyTorch's gloo
-        # worker threads can outlive destroy_process_group, and one that drops the last
-        # reference to a finished collective while the interpreter finalises takes the GIL
-        # and aborts the process ("terminate called without an active exception": about
-        # 1 run in 40 of two ranks under torchrun here; the core dump showed
-        # ProcessGroupGloo::AsyncWork's destructor in a gloo thread during Py_FinalizeEx).
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    if joined:  # everything is written; a gloo thread could abort the finalisation
+        exit_without_finalising(code)
     return code
 
 

@@ -10,6 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from skdistill import DatasetDistiller
+from skdistill._process import exit_without_finalising
 
 PARAMS = dict(max_iter=12, module_params={"hidden_layer_sizes": (16,)}, n_steps=3,
               random_state=0, validation_interval=4)
@@ -28,14 +29,6 @@ def _init(rank, world, store):
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
 
 
-def _exit():
-    # End a spawned rank without finalising the interpreter: a gloo worker thread that
-    # outlives destroy_process_group can abort the process there (skdistill.__main__._distill).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
 def _worker(rank, world, store, out, checkpoint):
     _init(rank, world, store)
     try:
@@ -47,7 +40,7 @@ def _worker(rank, world, store, out, checkpoint):
         dist.barrier()  # no rank leaves while another still works
     finally:
         dist.destroy_process_group()
-    _exit()
+    exit_without_finalising(0)  # a gloo thread could abort the finalisation
 
 
 @pytest.mark.slow
@@ -127,7 +120,7 @@ def _scoring_worker(rank, world, store, out):
         dist.barrier()  # rank 0, which scores, finishes later
     finally:
         dist.destroy_process_group()
-    _exit()
+    exit_without_finalising(0)  # a gloo thread could abort the finalisation
 
 
 @pytest.mark.slow
