@@ -1312,8 +1312,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 save_checkpoint(complete, rng_done)
                 checkpoint_note = f"; the checkpoint holds iteration {complete}"
             else:
-                checkpoint_note = ("; it stopped while the state was being updated, so the "
-                                   "checkpoint file keeps the last periodic one")
+                checkpoint_note = ("; it stopped while the state was being updated, so no "
+                                   "checkpoint was written at the stop (the file keeps any "
+                                   "earlier one)")
         if stop_reason:
             what = "accuracy" if self.validation_scoring is None else "score"
             kept = (f"the best validation state (iteration {best_iter}, {what} "

@@ -129,7 +129,7 @@ def test_an_interrupt_during_the_update_keeps_the_periodic_checkpoint(
     path = tmp_path / "run.ckpt"
     with monkeypatch.context() as m:
         m.setattr(torch.optim.Adam, "step", step_then_interrupt)
-        with pytest.warns(ConvergenceWarning, match="keeps the last periodic one"):
+        with pytest.warns(ConvergenceWarning, match="no checkpoint was written at the stop"):
             DatasetDistiller(**FAST, checkpoint=path, checkpoint_interval=10).fit(X, y)
     assert _checkpointed_iteration(path) == 10
     _assert_resumes_to(path, whole, X, y)
