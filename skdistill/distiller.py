@@ -295,8 +295,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         and schedule, iteration, RNG, best state) every ``checkpoint_interval`` iterations,
         at the end of a fit that completes, and when a fit is interrupted (Ctrl-C, or a
         ``KeyboardInterrupt`` raised by ``callback``): then it holds the last iteration that
-        finished, unless the interruption came while the state was being updated (a
-        diverged fit, too, leaves the last periodic one). Written atomically (a temporary
+        finished (if it stopped during that iteration's validation, the resumed fit
+        validates it first), unless the interruption came while the state was being updated
+        (a diverged fit, too, leaves the last periodic one). Written atomically (a temporary
         file, then a rename). With ``warm_start=True`` and an existing file, ``fit``
         resumes that run and continues it up to ``max_iter`` iterations in all; on CPU the
         result is the same as that of an uninterrupted run with the same ``random_state``.
@@ -1169,6 +1170,17 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             best = {k: v.to(device) for k, v in resume["best"].items()}
             best_iter, best_score = resume["best_iter"], resume["best_score"]
             n_target = max(self._max_iter(), n_iter0)
+            if resume.get("validation_pending") and val is not None:
+                # interrupted while validating its last iteration: validate it now, as the
+                # uninterrupted run did, early-stopping check included
+                score = validate(state, n_iter0)
+                val_scores.append(score)
+                val_iters.append(n_iter0)
+                if _improves(score, best_score):
+                    best, best_iter, best_score = snapshot(state), n_iter0, score
+                if (self.n_iter_no_change is not None
+                        and n_iter0 - best_iter >= self.n_iter_no_change):
+                    n_target = n_iter0
         else:
             n_iter0 = self.n_iter_ if s["warm"] else 0
             loss_curve = list(self.loss_curve_) if s["warm"] else []
@@ -1183,9 +1195,13 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             n_target = n_iter0 + self._max_iter()
         last_good = snapshot(state)
 
-        def save_checkpoint(n_iter, rng_state):
+        def save_checkpoint(n_iter, rng_state, books=None):
+            """``books``: the validation bookkeeping to write when the last iteration's
+            validation is still pending (it is then run again on resuming)."""
             if rank != 0:
                 return
+            best_, best_iter_, best_score_, val_scores_, val_iters_ = books or (
+                best, best_iter, best_score, val_scores, val_iters)
             _write_checkpoint(self.checkpoint, {
                 "fingerprint": _fingerprint(self, s["n_features"], s["classes"]),
                 "n_iter": n_iter,
@@ -1195,12 +1211,13 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 "rng": _rng_state_to(rng_state),
                 "val_seed": int(val_seed),
                 "inner_lr_init": self.inner_lr_init_,
-                "best": _to_cpu(best),
-                "best_iter": int(best_iter),
-                "best_score": best_score,
+                "best": _to_cpu(best_),
+                "best_iter": int(best_iter_),
+                "best_score": best_score_,
+                "validation_pending": books is not None,
                 "loss_curve": list(loss_curve),
-                "val_scores": list(val_scores),
-                "val_iters": list(val_iters),
+                "val_scores": list(val_scores_),
+                "val_iters": list(val_iters_),
                 "mean_std": (float(mean), float(std)),
                 "model_init": (p_init[0], None if p_init[1] is None else _to_cpu(p_init[1])),
             })
@@ -1213,8 +1230,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         it = n_done = n_iter0
         # What a checkpoint written at an interruption needs: the last iteration whose
         # bookkeeping finished, the random stream as it was then, and whether the optimiser
-        # has since begun to move the state (then the state belongs to no iteration).
-        complete, rng_done, stepping = n_iter0, rng.get_state(), False
+        # has since begun to move the state (then the state belongs to no iteration); while
+        # that iteration is validated, the bookkeeping as it was before (``pending``).
+        complete, rng_done, stepping, pending = n_iter0, rng.get_state(), False, None
         interrupted = False
         try:
             for it in range(n_iter0 + 1, n_target + 1):
@@ -1270,18 +1288,23 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 loss_curve.append(loss_value)
                 if val is not None and (it % self.validation_interval == 0
                                           or it == n_target):
+                    # the iteration is finished but for its validation, which draws nothing
+                    # from rng: an interrupt during it checkpoints this iteration as pending
+                    pending = (best, best_iter, best_score, list(val_scores), list(val_iters))
+                    complete, rng_done, stepping = it, rng.get_state(), False
                     score = validate(state, it)
                     val_scores.append(score)
                     val_iters.append(it)
                     if _improves(score, best_score):
                         best, best_iter, best_score = snapshot(state), it, score
+                    pending = None
+                complete, rng_done, stepping = it, rng.get_state(), False
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(
                         loss=f"{loss_value:.4f}",
                         val=f"{val_scores[-1]:.3f}" if val_scores else "-",
                     )
-                complete, rng_done, stepping = it, rng.get_state(), False
                 if self.callback is not None:
                     self._publish_progress(it, loss_curve, val_scores, val_iters)
                     self._publish_state(state, syn_class, s)
@@ -1298,6 +1321,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             if progress is not None:
                 progress.close()
 
+        if pending is not None:  # stopped while validating: keep the books as they were
+            best, best_iter, best_score, val_scores, val_iters = pending
         if val is None:
             # Without validation the last finite state is kept.
             best, best_iter = (last_good, it - 1) if stop_reason else (snapshot(state), n_done)
@@ -1309,8 +1334,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             # of the last finished iteration: checkpoint it, so that a resumed run loses
             # nothing. Inside the optimiser's step it is torn: the periodic checkpoint stays.
             if complete == n_done and not stepping:
-                save_checkpoint(complete, rng_done)
-                checkpoint_note = f"; the checkpoint holds iteration {complete}"
+                save_checkpoint(complete, rng_done, pending)
+                checkpoint_note = f"; the checkpoint holds iteration {complete}" + (
+                    " (its validation runs again on resuming)" if pending else "")
             else:
                 checkpoint_note = ("; it stopped while the state was being updated, so no "
                                    "checkpoint was written at the stop (the file keeps any "

@@ -65,6 +65,8 @@ def _assert_resumes_to(path, whole, X, y):
     np.testing.assert_array_equal(resumed.learned_lr_, whole.learned_lr_)
     assert resumed.loss_curve_ == whole.loss_curve_
     assert resumed.validation_scores_ == whole.validation_scores_
+    assert resumed.validation_iters_ == whole.validation_iters_
+    assert resumed.best_iter_ == whole.best_iter_
 
 
 def test_an_interrupt_checkpoints_the_last_finished_iteration(tiny_data, tmp_path):
@@ -106,6 +108,39 @@ def test_an_interrupt_inside_the_meta_gradient_checkpoints_the_iteration_before(
                                                     "iteration 12"):
             broken = DatasetDistiller(**FAST, checkpoint=path, checkpoint_interval=10).fit(X, y)
     assert broken.n_iter_ == 12 and _checkpointed_iteration(path) == 12
+    _assert_resumes_to(path, whole, X, y)
+
+
+def test_an_interrupt_during_validation_checkpoints_the_iteration_to_validate_again(
+        tiny_data, tmp_path, monkeypatch):
+    """Ctrl-C while iteration 15 is being validated: the iteration's update is done, so the
+    checkpoint holds iteration 15 without its score, the fit keeps the books of iteration
+    10, and the resumed run validates iteration 15 first and ends as the uninterrupted run."""
+    import skdistill._unroll as unroll_module
+
+    X, y = tiny_data
+    whole = DatasetDistiller(**FAST).fit(X, y)
+    assert 15 in whole.validation_iters_
+    real = unroll_module.predict_stacked
+    finished = [0]  # the last iteration the callback saw
+
+    def interrupted(*args, **kwargs):
+        if finished[0] == 14:  # inside iteration 15, after its update: its validation
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    def note(distiller, n_iter):
+        finished[0] = n_iter
+
+    path = tmp_path / "run.ckpt"
+    with monkeypatch.context() as m:
+        m.setattr(unroll_module, "predict_stacked", interrupted)
+        with pytest.warns(ConvergenceWarning, match=r"at iteration 15 .*checkpoint holds "
+                                                    r"iteration 15 \(its validation runs"):
+            broken = DatasetDistiller(**FAST, checkpoint=path, checkpoint_interval=10,
+                                      callback=note).fit(X, y)
+    assert broken.n_iter_ == 15 and _checkpointed_iteration(path) == 15
+    assert broken.validation_iters_ == [0, 5, 10]  # 15's score was never taken
     _assert_resumes_to(path, whole, X, y)
 
 
