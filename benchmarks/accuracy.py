@@ -351,12 +351,14 @@ def teacher(args, data, device):
 
 def _progress(bar, deadline=None):
     """The distiller's callback: advance ``bar``; past ``deadline`` seconds, interrupt the fit
-    (the distiller treats a KeyboardInterrupt as an interruption and keeps its best state)."""
+    (the distiller treats a KeyboardInterrupt as an interruption and keeps its best state),
+    unless the iteration that just ended was the fit's last: that fit is complete."""
     start = time.perf_counter()
 
     def callback(distiller, n_iter):
         bar.update(1)
-        if deadline is not None and time.perf_counter() - start > deadline:
+        last = n_iter >= getattr(distiller, "_n_iter_planned", math.inf)
+        if deadline is not None and not last and time.perf_counter() - start > deadline:
             raise KeyboardInterrupt(f"--fit-deadline {deadline:g} s reached")
 
     return callback

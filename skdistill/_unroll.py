@@ -16,6 +16,12 @@ Notation (Wang et al. 2018, Algorithm 1): ``x_syn`` are the synthetic samples x�
 their target distributions (one-hot or learned soft labels), ``lrs`` the per-step learned
 step sizes η̃, and the meta-objective is the loss on real data of the network after the
 unrolled steps.
+
+Inner momentum (a forward made with ``make_forward(..., momentum=μ)``, μ > 0) turns each step
+into heavy-ball SGD, as ``torch.optim.SGD(momentum=μ)`` steps: v ← μ v + g (v = g at the
+first step), θ ← θ − η_t v. The unrolled state is then a *training state*: the parameters
+and, under keys ``"velocity:" + name``, their velocities; the forward reads the parameters
+out of it, and checkpointing and truncated windows carry the velocities like the weights.
 """
 
 import contextlib
@@ -27,6 +33,7 @@ from torch.func import functional_call, grad
 
 __all__ = [
     "make_forward",
+    "parameters_of",
     "DenseReLUForward",
     "inner_step",
     "unroll",
@@ -42,7 +49,15 @@ __all__ = [
 ]
 
 
-def make_forward(net, input_shape=None, analytic=True):
+VELOCITY = "velocity:"  # key prefix of the momentum buffers in a training state
+
+
+def parameters_of(state):
+    """The network parameters of a training state (its velocities left out)."""
+    return {k: v for k, v in state.items() if not k.startswith(VELOCITY)}
+
+
+def make_forward(net, input_shape=None, analytic=True, momentum=0.0):
     """A pure ``forward(params, x)`` for ``net``, restoring ``input_shape`` from flat rows.
 
     Buffers (if any) are captured as constants; parameters come from the caller. With
@@ -50,8 +65,15 @@ def make_forward(net, input_shape=None, analytic=True):
     ``Linear`` (with bias) and ``ReLU`` layers in turn (after an optional ``Flatten``), gets a
     :class:`DenseReLUForward` (hand-written inner gradient, native draw axis); every other
     network, or ``analytic=False``, gets ``torch.func.functional_call``.
+
+    ``momentum`` μ > 0 makes the inner steps taken with this forward heavy-ball steps (see the
+    module docstring): the forward then takes a training state, ignores its velocities and
+    carries ``forward.momentum``; it is always the ``functional_call`` one.
     """
-    if analytic:
+    momentum = float(momentum)
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}.")
+    if analytic and not momentum:
         layers = _dense_relu_layers(net, input_shape)
         if layers is not None:
             return DenseReLUForward(layers)
@@ -61,8 +83,11 @@ def make_forward(net, input_shape=None, analytic=True):
     def forward(params, x):
         if shape is not None:
             x = x.reshape(x.shape[0], *shape)
+        if momentum:
+            params = parameters_of(params)
         return functional_call(net, (params, buffers), (x,))
 
+    forward.momentum = momentum
     return forward
 
 
@@ -318,8 +343,14 @@ def inner_step(forward, params, x, y, lr, autograd=False):
 
     ``autograd=True`` takes the inner gradient with ``torch.autograd.grad`` instead of
     ``torch.func.grad``: faster for a single draw, but not under ``vmap`` or other
-    ``torch.func`` transforms, nor inside ``torch.compile``.
+    ``torch.func`` transforms, nor inside ``torch.compile``. With a forward that has a
+    ``momentum`` μ > 0 (:func:`make_forward`), ``params`` is a training state and the step is
+    heavy-ball: v ← μ v + ∇θ ℓ (v = ∇θ ℓ when the state has no velocity yet, as at θ0),
+    θ ← θ − lr v; the new state holds both.
     """
+    momentum = getattr(forward, "momentum", 0.0)
+    if momentum:
+        state, params = params, parameters_of(params)
     if isinstance(forward, DenseReLUForward):
         grads = forward.grad(params, x, y)
     elif autograd:
@@ -327,7 +358,15 @@ def inner_step(forward, params, x, y, lr, autograd=False):
     else:
         grads = _inner_grad(params, forward, x, y)
     neg_lr = -lr
-    return {k: torch.addcmul(p, grads[k], neg_lr) for k, p in params.items()}
+    if not momentum:
+        return {k: torch.addcmul(p, grads[k], neg_lr) for k, p in params.items()}
+    new = {}
+    for k, p in params.items():
+        v = state.get(VELOCITY + k)
+        v = grads[k] if v is None else torch.add(grads[k], v, alpha=momentum)
+        new[k] = torch.addcmul(p, v, neg_lr)
+        new[VELOCITY + k] = v
+    return new
 
 
 def unroll(forward, params, x_syn, y_syn, lrs, batches, start=0, stop=None, autograd=False):
@@ -584,7 +623,9 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
     final = {k: v.detach().requires_grad_() for k, v in params.items()}
     loss = final_loss(forward, final, x_real, y_real, vectorize)
     keys = list(final)
-    grad_final = torch.autograd.grad(loss, [final[k] for k in keys])
+    # the velocities of a training state (inner momentum) do not enter the loss: zeros
+    grad_final = torch.autograd.grad(loss, [final[k] for k in keys], allow_unused=True,
+                                     materialize_grads=True)
     totals = [torch.zeros_like(l) for l in leaves]
 
     def reverse_leaf(params, start, stop, grad_params):
@@ -599,7 +640,9 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
         for i, g in enumerate(grads[: len(leaves)]):
             if g is not None:
                 totals[i] += g
-        return grads[len(leaves):]
+        # a velocity that the rest of the unroll does not use (the last step's): zeros
+        return [torch.zeros_like(params[k]) if g is None else g
+                for k, g in zip(keys, grads[len(leaves):])]
 
     _reverse_nested(advance, reverse_leaf, segments, sizes[1:], grad_final)
     return loss.detach(), totals
@@ -795,11 +838,14 @@ def _accumulate(total, idx, value, scale):
 
 
 def unroll_stacked(forward, params0, x_syn, y_syn, lrs, batches, vectorize=True):
-    """θ_T for every draw of ``params0`` (stacked), e.g. to evaluate the learned recipe."""
-    return _map_draws(
+    """θ_T for every draw of ``params0`` (stacked), e.g. to evaluate the learned recipe.
+
+    Only the parameters: the velocities of inner momentum are left out.
+    """
+    return parameters_of(_map_draws(
         lambda p0: unroll(forward, p0, x_syn, y_syn, lrs, batches, autograd=vectorize is False),
         params0, vectorize,
-    )
+    ))
 
 
 def predict_stacked(forward, params, x, chunk_size=256):

@@ -173,6 +173,16 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         module (a ConvNet on Fashion-MNIST started at 0.2 reached 40 % by its learned recipe
         after 300 iterations, where ``"auto"`` reached 75 %). The value used is
         ``inner_lr_init_``.
+    inner_momentum : float in [0, 1), default=0.0
+        Momentum μ of the unrolled training steps: 0 is the seed's plain gradient descent;
+        μ > 0 makes every step a heavy-ball step, as ``torch.optim.SGD(momentum=μ)`` takes it
+        (v ← μ v + g with v = g at the first step, θ ← θ − η_t v), inside the fit, the learned
+        recipe, :meth:`train_model`, :meth:`score` and ``DistilledClassifier(training="learned")``.
+        The meta-gradient flows through the velocities too (checkpointing and
+        ``backprop_window`` carry them, so a stored training state holds twice the tensors
+        of the weights alone). The built-in MLP then takes the generic ``torch.func`` path
+        instead of its hand-written one. Momentum is part of the learned recipe: a set distilled with it is meant to be
+        replayed with it.
     learn_lr : bool, default=True
         Learn the step sizes (else they stay at ``inner_lr_init``).
     learn_labels : bool, default=False
@@ -400,6 +410,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         "n_steps": [Interval(Integral, 1, None, closed="left"), None],
         "distilled_batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "shuffle_batches": ["boolean"],
+        "inner_momentum": [Interval(Real, 0, 1, closed="left")],
         "inner_lr_init": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"}),
                           None],
         "learn_lr": ["boolean"],
@@ -447,6 +458,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         distilled_batch_size=None,
         shuffle_batches=False,
         inner_lr_init=None,
+        inner_momentum=0.0,
         learn_lr=True,
         learn_labels=False,
         label_init=None,
@@ -486,6 +498,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self.distilled_batch_size = distilled_batch_size
         self.shuffle_batches = shuffle_batches
         self.inner_lr_init = inner_lr_init
+        self.inner_momentum = inner_momentum
         self.learn_lr = learn_lr
         self.learn_labels = learn_labels
         self.label_init = label_init
@@ -628,7 +641,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         steps : list of (ndarray of int, float)
             For each of the ``n_steps`` gradient-descent steps, the rows of ``distilled_X_``
             (and ``distilled_y_proba_``) in its batch and its step size. Each step minimises
-            the mean cross-entropy of the batch against ``distilled_y_proba_``.
+            the mean cross-entropy of the batch against ``distilled_y_proba_``; with
+            ``inner_momentum`` μ > 0 a step is heavy-ball SGD with momentum μ (as
+            ``torch.optim.SGD(momentum=μ)``), the velocity carried from step to step.
         """
         check_is_fitted(self)
         syn_class = np.searchsorted(self.classes_, self.distilled_y_)
@@ -987,7 +1002,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         # resources: an ExitStack that fit() closes however the run ends
         device = s["device"]
         net = s["net"]
-        forward = _unroll.make_forward(net, s["input_shape"])
+        forward = self._make_forward(net, s["input_shape"])
         n_classes = s["n_classes"]
         syn_class = torch.as_tensor(s["syn_class"], device=device)
         mean, std = s["mean"], s["std"]
@@ -1104,7 +1119,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         n_threads = _threads.n_draw_threads(max(len(my_draws), n_val_draws), device, vectorize,
                                             step_flops, net)
         pool = resources.enter_context(
-            _threads.DrawThreads(net, s["input_shape"], n_threads)) if n_threads else None
+            _threads.DrawThreads(net, s["input_shape"], n_threads, self.inner_momentum)
+        ) if n_threads else None
         train_pool = pool if len(my_draws) > 1 else None
         val_pool = pool if n_val_draws > 1 else None
 
@@ -1308,6 +1324,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 if self.callback is not None:
                     self._publish_progress(it, loss_curve, val_scores, val_iters)
                     self._publish_state(state, syn_class, s)
+                    self._n_iter_planned = n_target  # the last iteration this fit plans
                     self.callback(self, it)
                 if self.checkpoint is not None and it % self.checkpoint_interval == 0:
                     save_checkpoint(it, rng_done)
@@ -1493,6 +1510,10 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             return None
         return _unroll.checkpoint_schedule(n_steps)
 
+    def _make_forward(self, net, input_shape):
+        """The pure forward of the unrolled steps (with the recipe's inner momentum)."""
+        return _unroll.make_forward(net, input_shape, momentum=self.inner_momentum)
+
     def _vectorize(self, forward, net, n_draws=None):
         device_type = torch.device(resolve_device(self.device)).type
         return _unroll.choose_vectorize(forward, net, n_draws, device_type)
@@ -1501,7 +1522,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         """θ_T of ``n`` fresh θ0 draws trained by the learned recipe (on the fit device)."""
         device = self._device_for_eval()
         net = self.module_
-        forward = _unroll.make_forward(net, self.input_shape_)
+        forward = self._make_forward(net, self.input_shape_)
         kind, states = self._model_init_spec
         if kind == "list" and len(states) == 1:
             n = 1

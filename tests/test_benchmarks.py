@@ -374,6 +374,34 @@ def test_accuracy_benchmark_interrupts_a_fit_at_its_deadline(bench_script, monke
     assert len(record["learned_recipe"]) == 2 and len(record["standard_training"]) == 2
 
 
+def test_accuracy_benchmark_deadline_spares_a_fit_that_just_finished(bench_script,
+                                                                      monkeypatch):
+    # the deadline passes during the last planned iteration: the fit is complete, so the
+    # callback lets it end as such instead of calling it interrupted
+    import warnings
+    from types import SimpleNamespace
+
+    acc = bench_script("accuracy")
+    args = acc.parse_args(["--datasets", "digits", "--ipc", "1", "--methods", "distilled",
+                           "--max-iter", "5", "--epochs", "5", "--n-inits", "2",
+                           "--fit-deadline", "4.5", "--no-progress",
+                           "--distill-params", '{"validation_interval": 2}'])
+    ticks = iter(range(1000))  # one second per reading: past 4.5 s at the 5th iteration
+    monkeypatch.setattr(acc, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+
+    class Bar:
+        def update(self, n):
+            pass
+
+    data = acc.load("digits", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        record = acc.run_one("distilled", 1, data, args, torch.device("cpu"), Bar(), "digits")
+    assert not [w for w in caught if "interrupted" in str(w.message)]
+    assert record["n_iter"] == 5 and record["best_iter"] in (0, 2, 4, 5)
+    assert not any("interrupted" in w for w in record.get("fit_warnings", []))
+
+
 def test_accuracy_benchmark_can_keep_the_state_that_protocol_2_prefers(bench_script):
     acc = bench_script("accuracy")
     args = acc.parse_args(["--datasets", "digits", "--ipc", "1", "--methods", "distilled",

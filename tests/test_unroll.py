@@ -7,12 +7,12 @@ from skdistill import _unroll
 from skdistill.nets import MLP, ConvNet, param_dict, reset_parameters
 
 
-def _problem(n_draws=2, seed=0, analytic=False, hidden=(5,)):
+def _problem(n_draws=2, seed=0, analytic=False, hidden=(5,), momentum=0.0):
     torch.manual_seed(seed)
     net = MLP(4, 3, hidden_layer_sizes=hidden).double()
     draws = [param_dict(reset_parameters(net)) for _ in range(n_draws)]
     params0 = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
-    forward = _unroll.make_forward(net, analytic=analytic)
+    forward = _unroll.make_forward(net, analytic=analytic, momentum=momentum)
     x_syn = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     label_logits = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
     log_lr = torch.log(torch.tensor([0.3, 0.2, 0.1], dtype=torch.float64)).requires_grad_()
@@ -126,9 +126,9 @@ def test_checkpointed_gradient_equals_the_all_in_memory_one(vectorize, segment):
     assert all(g.abs().sum() > 0 for g in full[1])
 
 
-def _window_problem(analytic, n_steps=7):
-    forward, params0, x_syn, label_logits, _, x_real, y_real = _problem(n_draws=2,
-                                                                         analytic=analytic)
+def _window_problem(analytic, n_steps=7, momentum=0.0):
+    forward, params0, x_syn, label_logits, _, x_real, y_real = _problem(
+        n_draws=2, analytic=analytic, momentum=momentum)
     log_lr = torch.log(torch.linspace(0.05, 0.3, n_steps, dtype=torch.float64))
     return forward, params0, [x_syn, label_logits, log_lr.requires_grad_()], x_real, y_real
 
@@ -371,3 +371,101 @@ def test_mm_matches_matmul_bit_for_bit(shapes):
     a, b = (torch.randn(s, generator=g) for s in shapes)
     for a_, b_ in ((a, b), (a.mT.contiguous().mT, b), (a, b.mT.contiguous().mT)):
         assert torch.equal(_unroll._mm(a_, b_), torch.matmul(a_, b_))
+
+
+# ---------------------------------------------------------------- inner momentum
+
+
+def test_momentum_steps_are_those_of_torch_sgd_with_momentum():
+    """Heavy-ball unrolled steps equal ``torch.optim.SGD(momentum=0.9)`` on the same net,
+    one batch and one step size per step (v = g at the first step, then v = μ v + g)."""
+    torch.manual_seed(0)
+    net = MLP(4, 3, hidden_layer_sizes=(5,)).double()
+    forward = _unroll.make_forward(net, momentum=0.9)
+    assert forward.momentum == 0.9
+    p0 = {k: v.detach().clone() for k, v in net.named_parameters()}
+    x = torch.randn(3, 4, dtype=torch.float64)
+    y = torch.softmax(torch.randn(3, 3, dtype=torch.float64), 1)
+    lrs = torch.tensor([0.3, 0.2, 0.25, 0.1, 0.15], dtype=torch.float64)
+    batches = [torch.tensor([0, 2]), torch.tensor([1])]
+    state = _unroll.unroll(forward, p0, x, y, lrs, batches)
+    assert set(state) == set(p0) | {_unroll.VELOCITY + k for k in p0}
+
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for t, lr in enumerate(lrs.tolist()):
+        idx = batches[t % 2]
+        optimizer.param_groups[0]["lr"] = lr
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
+        optimizer.step()
+    for k, v in net.named_parameters():
+        torch.testing.assert_close(state[k], v.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(state[_unroll.VELOCITY + k],
+                                   optimizer.state[v]["momentum_buffer"], rtol=1e-12,
+                                   atol=1e-12)
+    # the evaluation entry point returns the parameters only
+    stacked = {k: v[None] for k, v in p0.items()}
+    final = _unroll.unroll_stacked(forward, stacked, x, y, lrs, batches)
+    assert set(final) == set(p0)
+    torch.testing.assert_close(final, {k: v[None] for k, v in _unroll.parameters_of(state).items()})
+
+
+@pytest.mark.parametrize("momentum", [1.0, -0.1, 1.5])
+def test_momentum_outside_zero_to_one_is_rejected(momentum):
+    with pytest.raises(ValueError, match="momentum must be in \\[0, 1\\)"):
+        _unroll.make_forward(MLP(4, 3), momentum=momentum)
+
+
+def test_momentum_takes_the_generic_path_for_a_plain_mlp():
+    net = MLP(4, 3)
+    assert isinstance(_unroll.make_forward(net), _unroll.DenseReLUForward)
+    forward = _unroll.make_forward(net, momentum=0.5)
+    assert not isinstance(forward, _unroll.DenseReLUForward)
+    assert _unroll.choose_vectorize(forward, net, 4) is True
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+@pytest.mark.parametrize("batches", [[slice(None)], [torch.tensor([0, 2]), torch.tensor([1])]])
+def test_momentum_meta_gradient_matches_finite_differences(vectorize, batches):
+    forward, params0, x_syn, label_logits, log_lr, x_real, y_real = _problem(momentum=0.9)
+
+    def loss(x, logits, log_lr):
+        return _unroll.meta_loss(forward, params0, x, torch.softmax(logits, 1), log_lr.exp(),
+                                 batches, x_real, y_real, vectorize=vectorize)
+
+    assert torch.autograd.gradcheck(loss, (x_syn, label_logits, log_lr), eps=1e-6, atol=1e-6)
+    # momentum changes the result: the same problem without it gives another loss
+    plain = _problem()[0]
+    without = _unroll.meta_loss(plain, params0, x_syn, torch.softmax(label_logits, 1),
+                                log_lr.exp(), batches, x_real, y_real, vectorize=vectorize)
+    assert abs(without.item() - loss(x_syn, label_logits, log_lr).item()) > 1e-4
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+@pytest.mark.parametrize("segment", [None, 1, 2, (3, 2)])
+@pytest.mark.parametrize("window", [(0, 7), (2, 7), (3, 5), (6, 7)])
+def test_momentum_meta_gradient_across_memory_modes_and_windows(vectorize, segment, window):
+    """Checkpointing and truncated windows carry the velocities: the gradient equals the
+    all-in-memory one of the loss from the full training state (weights *and* velocities)
+    at the window's start, checked against finite differences in float64."""
+    forward, params0, leaves, x_real, y_real = _window_problem(False, momentum=0.9)
+    batches = [torch.tensor([0, 2]), torch.tensor([1])]
+    start, stop = window
+    with torch.no_grad():  # the training state at the window's start, velocities included
+        theta = _unroll._map_draws(
+            lambda p: _unroll.unroll(forward, p, *_make(leaves), batches, 0, start),
+            params0, True)
+    assert (_unroll.VELOCITY + "layers.0.weight" in theta) == (start > 0)
+
+    def loss(*leaves):
+        return _unroll.meta_loss(forward, theta, *_make(leaves), batches, x_real, y_real,
+                                 vectorize=True, start=start, stop=stop)
+
+    assert torch.autograd.gradcheck(loss, tuple(leaves), eps=1e-6, atol=1e-6)
+    want = torch.autograd.grad(loss(*leaves), leaves)
+    got_loss, got = _unroll.meta_value_and_grad(forward, params0, _make, leaves, batches,
+                                                x_real, y_real, vectorize=vectorize,
+                                                segment=segment, window=window)
+    torch.testing.assert_close(got_loss, loss(*leaves).detach(), rtol=1e-12, atol=1e-12)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
