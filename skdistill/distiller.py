@@ -163,7 +163,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         one too large may never recover. ``"auto"`` tries constant step sizes from 0.001 to
         1 (a quarter decade apart), in increasing order, on the initial synthetic set before
         the first iteration (each an unroll of ``n_steps`` steps, or of ``backprop_window``
-        steps when that is set), and starts from the one whose trained networks have the
+        steps when that is set, with ``inner_momentum``), and starts from the one whose trained networks have the
         lowest loss on a real minibatch before that loss first rises (at most a dozen unrolls
         without gradients; larger steps can fit the batch well again, but by chaotic
         training that distillation does not improve on), or from the smallest step size
