@@ -116,8 +116,10 @@ class DrawThreads:
         self._restore = torch.get_num_threads()
         self.n_threads = int(n_threads)
         self.intra_op_threads = max(1, self._restore // self.n_threads)
-        self.forwards = [_unroll.make_forward(copy.deepcopy(net), input_shape, momentum=momentum)
-                         for _ in range(self.n_threads)]
+        self.forwards = [
+            _unroll.make_forward(copy.deepcopy(net), input_shape, momentum=momentum)
+            for _ in range(self.n_threads)
+        ]
         self._pool = ThreadPoolExecutor(
             self.n_threads, thread_name_prefix="skdistill-draws",
             initializer=torch.set_num_threads, initargs=(self.intra_op_threads,),

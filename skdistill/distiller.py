@@ -163,8 +163,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         one too large may never recover. ``"auto"`` tries constant step sizes from 0.001 to
         1 (a quarter decade apart), in increasing order, on the initial synthetic set before
         the first iteration (each an unroll of ``n_steps`` steps, or of ``backprop_window``
-        steps when that is set, with ``inner_momentum``), and starts from the one whose trained networks have the
-        lowest loss on a real minibatch before that loss first rises (at most a dozen unrolls
+        steps when that is set, with ``inner_momentum``), and starts from the one whose
+        trained networks have the lowest loss on a real minibatch before that loss first
+        rises (at most a dozen unrolls
         without gradients; larger steps can fit the batch well again, but by chaotic
         training that distillation does not improve on), or from the smallest step size
         whose loss is within 5 % of the scan's whole drop of that minimum (the loss is often
@@ -176,13 +177,17 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
     inner_momentum : float in [0, 1), default=0.0
         Momentum μ of the unrolled training steps: 0 is the seed's plain gradient descent;
         μ > 0 makes every step a heavy-ball step, as ``torch.optim.SGD(momentum=μ)`` takes it
-        (v ← μ v + g with v = g at the first step, θ ← θ − η_t v), inside the fit, the learned
-        recipe, :meth:`train_model`, :meth:`score` and ``DistilledClassifier(training="learned")``.
+        (v ← μ v + g with v = g at the first step, θ ← θ − η_t v), inside the fit, the
+        learned recipe, :meth:`train_model`, :meth:`score` and
+        ``DistilledClassifier(training="learned")``. Fashion-MNIST, ten per class, the
+        160-step ConvNet 32×2 configuration: +0.8 / +0.5 by the learned recipe and
+        +0.3 / +0.1 on the literature's protocol for two seeds at μ = 0.9; no gain for the
+        default one-per-class fit (user guide, "Inner momentum").
         The meta-gradient flows through the velocities too (checkpointing and
         ``backprop_window`` carry them, so a stored training state holds twice the tensors
         of the weights alone). The built-in MLP then takes the generic ``torch.func`` path
-        instead of its hand-written one. Momentum is part of the learned recipe: a set distilled with it is meant to be
-        replayed with it.
+        instead of its hand-written one. Momentum is part of the learned recipe: a set
+        distilled with it is meant to be replayed with it.
     learn_lr : bool, default=True
         Learn the step sizes (else they stay at ``inner_lr_init``).
     learn_labels : bool, default=False

@@ -407,7 +407,8 @@ def test_momentum_steps_are_those_of_torch_sgd_with_momentum():
     stacked = {k: v[None] for k, v in p0.items()}
     final = _unroll.unroll_stacked(forward, stacked, x, y, lrs, batches)
     assert set(final) == set(p0)
-    torch.testing.assert_close(final, {k: v[None] for k, v in _unroll.parameters_of(state).items()})
+    weights = _unroll.parameters_of(state)
+    torch.testing.assert_close(final, {k: v[None] for k, v in weights.items()})
 
 
 @pytest.mark.parametrize("momentum", [1.0, -0.1, 1.5])
