@@ -138,6 +138,28 @@ def _make(leaves):
     return x, torch.softmax(logits, 1), log_lr.exp()
 
 
+def _check_window_gradient(forward, params0, theta, leaves, batches, x_real, y_real, window,
+                           vectorize, segment):
+    """``meta_value_and_grad`` over ``window`` against the all-in-memory gradient of the loss
+    from ``theta`` (the state at the window's start), itself checked by finite differences;
+    returns the gradients."""
+    start, stop = window
+
+    def loss(*leaves):
+        return _unroll.meta_loss(forward, theta, *_make(leaves), batches, x_real, y_real,
+                                 vectorize=True, start=start, stop=stop)
+
+    assert torch.autograd.gradcheck(loss, tuple(leaves), eps=1e-6, atol=1e-6)
+    want = torch.autograd.grad(loss(*leaves), leaves)
+    got_loss, got = _unroll.meta_value_and_grad(forward, params0, _make, leaves, batches,
+                                                x_real, y_real, vectorize=vectorize,
+                                                segment=segment, window=window)
+    torch.testing.assert_close(got_loss, loss(*leaves).detach(), rtol=1e-12, atol=1e-12)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    return got
+
+
 @pytest.mark.parametrize("analytic, vectorize", PATHS)
 @pytest.mark.parametrize("segment", [None, 2, (3, 2)])
 @pytest.mark.parametrize("window", [(0, 7), (2, 7), (3, 5), (6, 7)])
@@ -152,18 +174,8 @@ def test_truncated_meta_gradient_holds_the_steps_before_the_window_fixed(analyti
         theta = _unroll.unroll_stacked(forward, params0, *_make(leaves)[:2],
                                        _make(leaves)[2][:start], batches, vectorize=True)
 
-    def loss(*leaves):
-        return _unroll.meta_loss(forward, theta, *_make(leaves), batches, x_real, y_real,
-                                 vectorize=True, start=start, stop=stop)
-
-    assert torch.autograd.gradcheck(loss, tuple(leaves), eps=1e-6, atol=1e-6)
-    want = torch.autograd.grad(loss(*leaves), leaves)
-    got_loss, got = _unroll.meta_value_and_grad(forward, params0, _make, leaves, batches,
-                                                x_real, y_real, vectorize=vectorize,
-                                                segment=segment, window=window)
-    torch.testing.assert_close(got_loss, loss(*leaves).detach(), rtol=1e-12, atol=1e-12)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    got = _check_window_gradient(forward, params0, theta, leaves, batches, x_real, y_real,
+                                 window, vectorize, segment)
     outside = torch.ones(7, dtype=torch.bool)
     outside[start:stop] = False
     assert torch.all(got[2][outside] == 0)
@@ -458,15 +470,5 @@ def test_momentum_meta_gradient_across_memory_modes_and_windows(vectorize, segme
             params0, True)
     assert (_unroll.VELOCITY + "layers.0.weight" in theta) == (start > 0)
 
-    def loss(*leaves):
-        return _unroll.meta_loss(forward, theta, *_make(leaves), batches, x_real, y_real,
-                                 vectorize=True, start=start, stop=stop)
-
-    assert torch.autograd.gradcheck(loss, tuple(leaves), eps=1e-6, atol=1e-6)
-    want = torch.autograd.grad(loss(*leaves), leaves)
-    got_loss, got = _unroll.meta_value_and_grad(forward, params0, _make, leaves, batches,
-                                                x_real, y_real, vectorize=vectorize,
-                                                segment=segment, window=window)
-    torch.testing.assert_close(got_loss, loss(*leaves).detach(), rtol=1e-12, atol=1e-12)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    got = _check_window_gradient(forward, params0, theta, leaves, batches, x_real, y_real,
+                                 window, vectorize, segment)
