@@ -169,7 +169,8 @@ _OPTION_OF = {
     "n_distilled": "--ipc or --n-distilled", "module": "--module",
     "module_params": "--module-params", "input_shape": "--input-shape",
     "model_init": "--model-init", "n_steps": "--n-steps", "n_inits": "--n-inits",
-    "backprop_window": "--backprop-window",
+    "backprop_window": "--backprop-window", "inner_momentum": "--inner-momentum",
+    "shuffle_batches": "--shuffle-batches",
     "distilled_batch_size": "--distilled-batch-size", "learn_labels": "--learn-labels",
     "label_init": "--label-init", "label_temperature": "--label-temperature",
     "relabel": "--relabel", "batch_size": "--batch-size", "max_iter": "--max-iter",
@@ -316,8 +317,10 @@ def _distill_one(args, rank):
         label_init=label_init, label_temperature=args.label_temperature,
         relabel=relabel, batch_size=args.batch_size, max_iter=args.max_iter,
         multi_formation=f, random_state=args.seed, verbose=args.verbose, device=args.device,
-        backprop_window=args.backprop_window,
+        backprop_window=args.backprop_window, shuffle_batches=args.shuffle_batches,
     )
+    if args.inner_momentum is not None:
+        params["inner_momentum"] = args.inner_momentum
     if args.learning_rate is not None:
         params["learning_rate"] = args.learning_rate
     if args.checkpoint is not None:  # resume the run the file holds, if there is one
@@ -593,6 +596,13 @@ def _parser():
                         "backpropagation; default: the whole unroll)")
     d.add_argument("--distilled-batch-size", type=_positive,
                    help="synthetic samples per step (default: all of them)")
+    d.add_argument("--shuffle-batches", action="store_true",
+                   help="with --distilled-batch-size, deal each class's samples into the "
+                        "batches in a fresh random order at every outer iteration (default: "
+                        "the same batches every time)")
+    d.add_argument("--inner-momentum", type=float, metavar="MU",
+                   help="heavy-ball momentum of the unrolled steps, in [0, 1), as "
+                        "torch.optim.SGD(momentum=MU) (default: 0, the paper's plain steps)")
     d.add_argument("--learn-labels", action="store_true", help="learn soft labels")
     d.add_argument("--relabel", nargs="+", metavar="SRC:DST",
                    help="malicious objective: networks trained on the set predict DST for "

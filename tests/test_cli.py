@@ -271,3 +271,28 @@ def test_checkpoint_resumes_an_interrupted_run_to_the_uninterrupted_result(
     np.testing.assert_array_equal(resumed.distilled_X_, straight.distilled_X_)
     np.testing.assert_array_equal(resumed.learned_lr_, straight.learned_lr_)
     assert resumed.loss_curve_ == straight.loss_curve_
+
+
+def test_inner_momentum_and_shuffle_batches_options_reach_the_distiller(capsys, tmp_path):
+    """--inner-momentum and --shuffle-batches set the distiller's parameters (saved in the
+    file); a momentum outside [0, 1) gets the distiller's error naming it; through --params
+    both are refused for their options."""
+    path = tmp_path / "m.skd"
+    code, _, err = run(capsys, "distill", "digits", "--max-iter", 2, "-v", 0, "-o", path,
+                       "--n-steps", 4, "--distilled-batch-size", 20, "--shuffle-batches",
+                       "--inner-momentum", 0.5)
+    assert code == 0, err
+    params = DatasetDistiller.load(path).get_params()
+    assert params["inner_momentum"] == 0.5 and params["shuffle_batches"] is True
+    code, _, err = run(capsys, "distill", "digits", "--max-iter", 2, "-v", 0, "-o", path)
+    assert code == 0, err
+    params = DatasetDistiller.load(path).get_params()
+    assert params["inner_momentum"] == 0.0 and params["shuffle_batches"] is False
+    code, _, err = run(capsys, "distill", "digits", "--max-iter", 2, "-v", 0, "-o", path,
+                       "--inner-momentum", 1)
+    assert code == 2 and "inner_momentum" in err and "1.0" in err, err
+    for name, option in [("inner_momentum", "--inner-momentum"),
+                         ("shuffle_batches", "--shuffle-batches")]:
+        code, _, err = run(capsys, "distill", "digits", "-o", path,
+                           "--params", json.dumps({name: 0.5}))
+        assert code == 2 and f"'{name}' has an option of its own: use {option}" in err, err
