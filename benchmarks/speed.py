@@ -190,9 +190,12 @@ class NaiveReference:
     rewritten as plain tensor attributes before every forward pass, with
     ``torch.autograd.grad(create_graph=True)`` per step; the graphs of every step of every
     draw stay in memory until one backward pass from the mean real-data loss.
+    ``momentum`` μ > 0: heavy-ball steps as ``torch.optim.SGD(momentum=μ)`` takes them
+    (v = g at the first step, then v = μ v + g; θ -= η v).
     """
 
-    def __init__(self, net, input_shape):
+    def __init__(self, net, input_shape, momentum=0.0):
+        self.momentum = momentum
         self.net = copy.deepcopy(net)
         self.names = [k for k, _ in self.net.named_parameters()]
         self.shape = input_shape
@@ -219,9 +222,14 @@ class NaiveReference:
         losses = []
         for i in range(n):
             weights = [params0[k][i].clone().requires_grad_() for k in self.names]
+            velocity = None
             for t in range(lrs.shape[0]):
                 loss = F.cross_entropy(self._forward(weights, x_syn), y_syn)
                 grads = torch.autograd.grad(loss, weights, create_graph=True)
+                if self.momentum:
+                    velocity = grads if velocity is None else [
+                        self.momentum * v + g for v, g in zip(velocity, grads)]
+                    grads = velocity
                 weights = [w - lrs[t] * g for w, g in zip(weights, grads)]
             losses.append(F.cross_entropy(self._forward(weights, x_real), y_real))
         loss = torch.stack(losses).mean()
@@ -231,18 +239,26 @@ class NaiveReference:
 # ---------------------------------------------------------------------- the variants
 
 
+def _momentum_kwargs(w):
+    """``make_forward``'s momentum argument where the workload has one (another checkout's
+    ``_unroll``, in ``compare.py``, may predate it)."""
+    return {"momentum": w["momentum"]} if w.get("momentum") else {}
+
+
 def default_variant(w, n_inits=None):
     """skdistill's own choice (``_unroll.choose_vectorize``) as a variant name."""
-    forward = _unroll.make_forward(w["net"], w["input_shape"])
+    forward = _unroll.make_forward(w["net"], w["input_shape"], **_momentum_kwargs(w))
     choice = _unroll.choose_vectorize(forward, w["net"], n_inits, w["device"].type)
     return {"batched": "batched", True: "vmap", False: "loop"}[choice]
 
 
 def applies(variant, w):
-    """``batched`` needs a built-in MLP (``_unroll.DenseReLUForward``); ``threads`` a CPU."""
+    """``batched`` needs a built-in MLP (``_unroll.DenseReLUForward``) and no momentum;
+    ``threads`` a CPU."""
     if "threads" in variant.split("+") and w["device"].type != "cpu":
         return False
-    dense = isinstance(_unroll.make_forward(w["net"]), _unroll.DenseReLUForward)
+    dense = isinstance(_unroll.make_forward(w["net"], **_momentum_kwargs(w)),
+                       _unroll.DenseReLUForward)
     return dense or not variant.startswith("batched")
 
 
@@ -254,14 +270,15 @@ def make_step(variant, w, n_steps, unroll=_unroll):
     """
     y_syn, x_real, y_real = w["y_syn"], w["x_real"], w["y_real"]
     if variant == "naive":
-        naive = NaiveReference(w["net"], w["input_shape"])
+        naive = NaiveReference(w["net"], w["input_shape"], w.get("momentum", 0.0))
         return lambda params0, leaves: naive(params0, leaves, y_syn, x_real, y_real)
     parts = variant.split("+")
     # vmap / loop: the generic path (functional_call; the inner gradient by torch.func.grad
     # under vmap, by torch.autograd.grad in a loop); batched: the hand-written MLP path that
     # skdistill picks for its MLPs
     forward = unroll.make_forward(w["net"], w["input_shape"],
-                                  analytic=parts[0] in ("batched", "compile"))
+                                  analytic=parts[0] in ("batched", "compile"),
+                                  **_momentum_kwargs(w))
     batches = [slice(None)]
 
     def synthetic(leaves):
@@ -293,7 +310,8 @@ def make_step(variant, w, n_steps, unroll=_unroll):
                                                   batches, x_real, y_real, vectorize, segment)
             n = min(_unroll.n_draws(params0), torch.get_num_threads())
             if n not in pools:
-                pools[n] = _threads.DrawThreads(w["net"], w["input_shape"], n)
+                pools[n] = _threads.DrawThreads(w["net"], w["input_shape"], n,
+                                                **_momentum_kwargs(w))
             return pools[n].meta_value_and_grad(params0, synthetic, leaves, batches, x_real,
                                                 y_real, segment)
 
@@ -574,7 +592,11 @@ def report(results, args, meta):
         f"One outer iteration: `n_inits` θ0 draws × `n_steps` inner GD steps on "
         f"{10 * args.ipc} synthetic images (one-hot labels, learned step sizes), real-data "
         f"loss on a minibatch of {args.batch_size}, gradient with respect to the images and "
-        "step sizes. **naive**: Python loop over draws, `nn.Module` weights rewritten per "
+        "step sizes. "
+        + (f"Every inner step is a heavy-ball step with momentum {args.inner_momentum:g} "
+           "(`torch.optim.SGD(momentum=...)`'s update; `DatasetDistiller(inner_momentum=...)`), "
+           "in every variant and in the naive reference. " if args.inner_momentum else "")
+        + "**naive**: Python loop over draws, `nn.Module` weights rewritten per "
         "step, `autograd.grad(create_graph=True)`, everything in memory. Core variants "
         "(`skdistill._unroll.meta_value_and_grad`): `batched` (MLP only; skdistill's "
         "choice for it): stacked draws through batched matrix products with the inner "
@@ -775,6 +797,10 @@ def parse_args(argv=None):
     parser.add_argument("--ipc", type=int, default=1, help="synthetic images per class")
     parser.add_argument("--inner-lr", type=float, default=0.02,
                         help="every inner step size (the learned tensors' start)")
+    parser.add_argument("--inner-momentum", type=float, default=0.0, metavar="MU",
+                        help="heavy-ball momentum of every inner step, in the variants and "
+                             "the naive reference (DatasetDistiller(inner_momentum=MU)); the "
+                             "hand-written MLP path (batched) has none and is left out")
     parser.add_argument("--min-time", type=float,
                         help="seconds of timed calls per variant and configuration at least "
                              "(default: 1; --quick: 0.2)")
@@ -800,6 +826,8 @@ def parse_args(argv=None):
     parser.add_argument("--verbose", action="store_true",
                         help="print tracebacks of failing variants (torch.compile)")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.inner_momentum < 1.0:
+        parser.error(f"--inner-momentum must be in [0, 1), got {args.inner_momentum}")
     defaults = QUICK if args.quick else FULL
     args.workloads = args.workloads or defaults["workloads"]
     if (args.n_inits is None) != (args.n_steps is None):
@@ -867,6 +895,7 @@ def main(argv=None):
                 results[wl] = {"error": f"{type(exc).__name__}: {exc}"}
                 bar.update(len(args.grid[wl]) * n_variants + 3 * len(args.memory_steps))
                 continue
+            w["momentum"] = args.inner_momentum
             block = results[wl] = {"description": WORKLOADS[wl], "timing": [], "memory": []}
             bar.set_description(f"{wl}: plain step")
             block["plain_step"] = plain_step_rates(w, args)

@@ -135,3 +135,50 @@ def test_threads_variant_gives_the_loops_meta_gradient_and_closes_its_pool(bench
     for g, r in zip(grads, loop_grads):
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-7)
     assert not [t for t in threading.enumerate() if t.name.startswith("skdistill-draws")]
+
+
+def test_momentum_variants_give_the_naive_heavy_ball_meta_gradient(bench_script):
+    """--inner-momentum: the naive reference takes SGD's heavy-ball steps and every core
+    variant that applies (not the hand-written MLP path) gives its meta-gradient."""
+    speed = bench_script("speed")
+    w = speed.load_workload("digits_mlp", batch_size=32, ipc=1, seed=0)
+    w["net"] = w["net"].double()
+    for key in ("x_real", "x_syn", "y_syn"):
+        w[key] = w[key].double()
+    params0, leaves = speed.make_problem(w, 2, 5, 0.05, 0)
+    params0 = {k: v.double() for k, v in params0.items()}
+    leaves = [t.detach().double().requires_grad_() for t in leaves]
+    plain_loss, plain_grads = speed.make_step("naive", w, 5)(params0, leaves)
+    w["momentum"] = 0.9
+    assert not speed.applies("batched", w) and speed.applies("vmap", w)
+    assert speed.default_variant(w, 2) in ("vmap", "loop")
+    loss, grads = speed.make_step("naive", w, 5)(params0, leaves)
+    # the momentum changes the steps: not the plain meta-gradient
+    assert abs(float(loss - plain_loss)) > 1e-4
+    assert speed.rel_error(grads, plain_grads) > 1e-2
+    for name in ["vmap", "loop", "vmap+ckpt", "loop+ckpt"]:
+        v_loss, v_grads = speed.make_step(name, w, 5)(params0, leaves)
+        assert abs(float(v_loss - loss)) < 1e-12, name
+        for g, r in zip(v_grads, grads):  # float64 throughout
+            torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-13, msg=name)
+
+
+def test_momentum_option_is_checked_and_named_in_the_report(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--no-progress",
+           "--out-dir", str(tmp_path)]
+    bad = subprocess.run(cmd + ["--inner-momentum", "1"], cwd=ROOT, timeout=120, env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "--inner-momentum must be in [0, 1), got 1.0" in bad.stderr
+    done = subprocess.run(
+        cmd + ["--inner-momentum", "0.9", "--n-inits", "2", "--n-steps", "6",
+               "--memory-steps", "0", "--variants", "batched", "vmap", "loop+ckpt",
+               "--min-time", "0.05", "--name", "mom"],
+        cwd=ROOT, timeout=120, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "heavy-ball step with momentum 0.9" in (tmp_path / "mom.md").read_text()
+    result = json.loads((tmp_path / "mom.json").read_text())
+    (record,) = result["results"]["digits_mlp"]["timing"]
+    assert set(record["variants"]) == {"naive", "vmap", "loop+ckpt"}
+    for name in ["vmap", "loop+ckpt"]:
+        assert record["variants"][name]["grad_rel_error"] < 1e-4
