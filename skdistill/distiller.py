@@ -311,7 +311,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         at the end of a fit that completes, and when a fit is interrupted (Ctrl-C, or a
         ``KeyboardInterrupt`` raised by ``callback``): then it holds the last iteration that
         finished (if it stopped during that iteration's validation, the resumed fit
-        validates it first), unless the interruption came while the state was being updated
+        validates it first and then calls ``callback`` for it), unless the interruption came while the state was being updated
         (a diverged fit, too, leaves the last periodic one). Written atomically (a temporary
         file, then a rename). With ``warm_start=True`` and an existing file, ``fit``
         resumes that run and continues it up to ``max_iter`` iterations in all; on CPU the
@@ -1191,6 +1191,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             best = {k: v.to(device) for k, v in resume["best"].items()}
             best_iter, best_score = resume["best_iter"], resume["best_score"]
             n_target = max(self._max_iter(), n_iter0)
+            # interrupted during validation, the run never reached the iteration's callback
+            callback_pending = bool(resume.get("validation_pending"))
             if resume.get("validation_pending") and val is not None:
                 # interrupted while validating its last iteration: validate it now, as the
                 # uninterrupted run did, early-stopping check included
@@ -1204,6 +1206,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                     n_target = n_iter0
         else:
             n_iter0 = self.n_iter_ if s["warm"] else 0
+            callback_pending = False
             loss_curve = list(self.loss_curve_) if s["warm"] else []
             val_scores = list(self.validation_scores_) if s["warm"] else []
             val_iters = list(self.validation_iters_) if s["warm"] else []
@@ -1255,7 +1258,20 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         # that iteration is validated, the bookkeeping as it was before (``pending``).
         complete, rng_done, stepping, pending = n_iter0, rng.get_state(), False, None
         interrupted = False
+
+        def end_of_iteration(it):
+            """What follows an iteration's validation: the callback, the checkpoint."""
+            if self.callback is not None:
+                self._publish_progress(it, loss_curve, val_scores, val_iters)
+                self._publish_state(state, syn_class, s)
+                self._n_iter_planned = n_target  # the last iteration this fit plans
+                self.callback(self, it)
+            if self.checkpoint is not None and it % self.checkpoint_interval == 0:
+                save_checkpoint(it, rng_done)
+
         try:
+            if callback_pending:  # the resumed iteration, validated above
+                end_of_iteration(n_iter0)
             for it in range(n_iter0 + 1, n_target + 1):
                 x_real, y_real = s["train"].take(rng.choice(n_train, batch, replace=False))
                 params0 = sample_params(p_init, net, n_draw, rng, device, subset=my_draws)
@@ -1326,13 +1342,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                         loss=f"{loss_value:.4f}",
                         val=f"{val_scores[-1]:.3f}" if val_scores else "-",
                     )
-                if self.callback is not None:
-                    self._publish_progress(it, loss_curve, val_scores, val_iters)
-                    self._publish_state(state, syn_class, s)
-                    self._n_iter_planned = n_target  # the last iteration this fit plans
-                    self.callback(self, it)
-                if self.checkpoint is not None and it % self.checkpoint_interval == 0:
-                    save_checkpoint(it, rng_done)
+                end_of_iteration(it)
                 if (self.n_iter_no_change is not None and val is not None
                         and it - best_iter >= self.n_iter_no_change):
                     break

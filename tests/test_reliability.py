@@ -57,9 +57,9 @@ def _checkpointed_iteration(path):
     return _read_checkpoint(path)["n_iter"]
 
 
-def _assert_resumes_to(path, whole, X, y):
+def _assert_resumes_to(path, whole, X, y, callback=None):
     resumed = DatasetDistiller(**FAST, checkpoint=path, checkpoint_interval=10,
-                               warm_start=True).fit(X, y)
+                               warm_start=True, callback=callback).fit(X, y)
     assert resumed.n_iter_ == whole.n_iter_ == 30
     np.testing.assert_array_equal(resumed.distilled_X_, whole.distilled_X_)
     np.testing.assert_array_equal(resumed.learned_lr_, whole.learned_lr_)
@@ -115,7 +115,8 @@ def test_an_interrupt_during_validation_checkpoints_the_iteration_to_validate_ag
         tiny_data, tmp_path, monkeypatch):
     """Ctrl-C while iteration 15 is being validated: the iteration's update is done, so the
     checkpoint holds iteration 15 without its score, the fit keeps the books of iteration
-    10, and the resumed run validates iteration 15 first and ends as the uninterrupted run."""
+    10, and the resumed run validates iteration 15 first, runs the callback that the
+    interruption skipped, and ends as the uninterrupted run."""
     import skdistill._unroll as unroll_module
 
     X, y = tiny_data
@@ -123,6 +124,7 @@ def test_an_interrupt_during_validation_checkpoints_the_iteration_to_validate_ag
     assert 15 in whole.validation_iters_
     real = unroll_module.predict_stacked
     finished = [0]  # the last iteration the callback saw
+    seen = []  # every iteration the callbacks saw, with its validation books
 
     def interrupted(*args, **kwargs):
         if finished[0] == 14:  # inside iteration 15, after its update: its validation
@@ -131,6 +133,7 @@ def test_an_interrupt_during_validation_checkpoints_the_iteration_to_validate_ag
 
     def note(distiller, n_iter):
         finished[0] = n_iter
+        seen.append((n_iter, list(distiller.validation_iters_)))
 
     path = tmp_path / "run.ckpt"
     with monkeypatch.context() as m:
@@ -141,7 +144,11 @@ def test_an_interrupt_during_validation_checkpoints_the_iteration_to_validate_ag
                                       callback=note).fit(X, y)
     assert broken.n_iter_ == 15 and _checkpointed_iteration(path) == 15
     assert broken.validation_iters_ == [0, 5, 10]  # 15's score was never taken
-    _assert_resumes_to(path, whole, X, y)
+    assert [n for n, _ in seen] == list(range(1, 15))
+    _assert_resumes_to(path, whole, X, y, callback=note)
+    # one call per iteration in all, 15's after its validation on resuming
+    assert [n for n, _ in seen] == list(range(1, 31))
+    assert seen[14] == (15, [0, 5, 10, 15])
 
 
 def test_an_interrupt_during_the_update_keeps_the_periodic_checkpoint(
