@@ -218,7 +218,11 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         data's standard deviation) and the soft-label logits.
     step_size_learning_rate : float, default=0.01
         Step size of the outer Adam optimiser for the log of the learned step sizes. Smaller
-        than ``learning_rate`` because step sizes that grow fast destabilise the fit.
+        than ``learning_rate`` because step sizes that grow fast destabilise the fit. It caps
+        their growth at about a factor e^rate per iteration (scaled by the schedule); the
+        default Fashion-MNIST fit's step sizes grow at that cap (x3.1-3.6 in 190 iterations),
+        yet with 0.03 and 0.1 they grew to 0.08-0.29 and up to 40 and the set scored 1.8 and
+        3.3 points less on the literature's protocol (73.9 and 72.4 % against 75.7 %, seed 0).
     learning_rate_schedule : {"constant", "cosine"}, default="cosine"
         Outer step size over the ``max_iter`` iterations of a fit: constant, or cosine
         decay from ``learning_rate`` to zero.
