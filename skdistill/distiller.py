@@ -165,15 +165,14 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         the first iteration (each an unroll of ``n_steps`` steps, or of ``backprop_window``
         steps when that is set, with ``inner_momentum``), and starts from the one whose
         trained networks have the lowest loss on a real minibatch before that loss first
-        rises (at most a dozen unrolls
-        without gradients; larger steps can fit the batch well again, but by chaotic
-        training that distillation does not improve on), or from the smallest step size
-        whose loss is within 5 % of the scan's whole drop of that minimum (the loss is often
-        flat over a decade before it; fits started at its far end did worse). None: 0.2 for
-        ``module="mlp"`` (measured on digits and Fashion-MNIST), ``"auto"`` for every other
-        module (a ConvNet on Fashion-MNIST started at 0.2 reached 40 % by its learned recipe
-        after 300 iterations, where ``"auto"`` reached 75 %). The value used is
-        ``inner_lr_init_``.
+        rises (at most a dozen unrolls without gradients; larger steps can fit the batch
+        well again, but by chaotic training that distillation does not improve on), or from
+        the smallest step size whose loss is within 5 % of the scan's whole drop of that
+        minimum (the loss is often flat over a decade before it; fits started at its far end
+        did worse). None: 0.2 for ``module="mlp"`` (measured on digits and Fashion-MNIST),
+        ``"auto"`` for every other module (a ConvNet on Fashion-MNIST started at 0.2 reached
+        40 % by its learned recipe after 300 iterations, where ``"auto"`` reached 75 %). The
+        value used is ``inner_lr_init_``.
     inner_momentum : float in [0, 1), default=0.0
         Momentum μ of the unrolled training steps: 0 is the seed's plain gradient descent;
         μ > 0 makes every step a heavy-ball step, as ``torch.optim.SGD(momentum=μ)`` takes it
@@ -315,11 +314,12 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         at the end of a fit that completes, and when a fit is interrupted (Ctrl-C, or a
         ``KeyboardInterrupt`` raised by ``callback``): then it holds the last iteration that
         finished (if it stopped during that iteration's validation, the resumed fit
-        validates it first and then calls ``callback`` for it), unless the interruption came while the state was being updated
-        (a diverged fit, too, leaves the last periodic one). Written atomically (a temporary
-        file, then a rename). With ``warm_start=True`` and an existing file, ``fit``
-        resumes that run and continues it up to ``max_iter`` iterations in all; on CPU the
-        result is the same as that of an uninterrupted run with the same ``random_state``.
+        validates it first and then calls ``callback`` for it), unless the interruption came
+        while the state was being updated (a diverged fit, too, leaves the last periodic
+        one). Written atomically (a temporary file, then a rename). With ``warm_start=True``
+        and an existing file, ``fit`` resumes that run and continues it up to ``max_iter``
+        iterations in all; on CPU the result is the same as that of an uninterrupted run
+        with the same ``random_state``.
     checkpoint_interval : int, default=50
         Iterations between checkpoints.
     callback : callable, default=None
@@ -1197,7 +1197,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             n_target = max(self._max_iter(), n_iter0)
             # interrupted during validation, the run never reached the iteration's callback
             callback_pending = bool(resume.get("validation_pending"))
-            if resume.get("validation_pending") and val is not None:
+            if callback_pending and val is not None:
                 # interrupted while validating its last iteration: validate it now, as the
                 # uninterrupted run did, early-stopping check included
                 score = validate(state, n_iter0)
