@@ -152,10 +152,12 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         random order at every outer iteration, so that every sample learns to teach beside
         changing company; otherwise the batches are the same at every iteration. The
         learned recipe, validation and :meth:`score` keep the fixed batches. Not with
-        ``compile=True``. On Fashion-MNIST at fifty images per class (``n_steps=120``,
-        ``backprop_window=40``, ``distilled_batch_size=100``, two seeds) it left the
-        literature's protocol level (85.6 % either way) and added 0.3 points by the learned
-        recipe (86.3 % against 86.0 %; benchmarks/README.md, "every run").
+        ``compile=True``. Without batches (``distilled_batch_size`` None or at least
+        ``n_distilled``) it has no effect, and ``fit`` warns. On Fashion-MNIST at fifty
+        images per class (``n_steps=120``, ``backprop_window=40``,
+        ``distilled_batch_size=100``, two seeds) it left the literature's protocol level
+        (85.6 % either way) and added 0.3 points by the learned recipe (86.3 % against
+        86.0 %; benchmarks/README.md, "every run").
     inner_lr_init : float, "auto" or None, default=None
         Initial value of every learned step size. Starting near a step size that already
         trains the network in ``n_steps`` steps matters: the step sizes are learned in
@@ -711,6 +713,15 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             raise ValueError(
                 "compile=True cannot be combined with shuffle_batches=True: the compiled "
                 "meta-loss holds one fixed set of synthetic batches."
+            )
+        if self.shuffle_batches and (self.distilled_batch_size is None
+                                     or self.distilled_batch_size >= self.n_distilled):
+            warnings.warn(
+                "shuffle_batches=True has no effect: with distilled_batch_size="
+                f"{self.distilled_batch_size} every step uses the whole synthetic set "
+                f"(n_distilled={self.n_distilled}); set distilled_batch_size below n_distilled "
+                "to cut it into batches.",
+                UserWarning,
             )
         if self.compile and self._segment() is not None:
             raise ValueError(

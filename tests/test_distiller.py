@@ -227,8 +227,10 @@ def test_shuffled_batches_are_redealt_at_every_iteration(tiny_data, monkeypatch)
 def test_shuffle_batches_without_batches_changes_nothing(tiny_data, batch_size):
     X, y = tiny_data
     plain = fast(n_distilled=6, distilled_batch_size=batch_size).fit(X, y)
-    shuffled = fast(n_distilled=6, distilled_batch_size=batch_size,
-                    shuffle_batches=True).fit(X, y)
+    with pytest.warns(UserWarning, match=f"shuffle_batches=True has no effect: with "
+                                         f"distilled_batch_size={batch_size} every step"):
+        shuffled = fast(n_distilled=6, distilled_batch_size=batch_size,
+                        shuffle_batches=True).fit(X, y)
     np.testing.assert_array_equal(shuffled.distilled_X_, plain.distilled_X_)
     np.testing.assert_array_equal(shuffled.learned_lr_, plain.learned_lr_)
 
