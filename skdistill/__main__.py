@@ -327,6 +327,7 @@ def _distill_one(args, rank):
         params.update(checkpoint=args.checkpoint, warm_start=True)
     params.update(extra)
     distiller = DatasetDistiller(**params)
+    distiller._validate_params()  # a bad value is refused before the header says "distilling"
     print(f"{args.dataset}: {X.shape[0]} training samples of shape {shape or (X.shape[1],)}, "
           f"{len(classes)} classes; distilling to {n_distilled} samples"
           + (f" ({n_distilled // (f * f)} stored images of {f}x{f} tiles)" if f > 1 else "")

@@ -275,8 +275,8 @@ def test_checkpoint_resumes_an_interrupted_run_to_the_uninterrupted_result(
 
 def test_inner_momentum_and_shuffle_batches_options_reach_the_distiller(capsys, tmp_path):
     """--inner-momentum and --shuffle-batches set the distiller's parameters (saved in the
-    file); a momentum outside [0, 1) gets the distiller's error naming it; through --params
-    both are refused for their options."""
+    file); a momentum outside [0, 1) gets the distiller's error naming it, before the
+    header line; through --params both are refused for their options."""
     path = tmp_path / "m.skd"
     code, _, err = run(capsys, "distill", "digits", "--max-iter", 2, "-v", 0, "-o", path,
                        "--n-steps", 4, "--ipc", 2, "--distilled-batch-size", 10, "--shuffle-batches",
@@ -288,9 +288,10 @@ def test_inner_momentum_and_shuffle_batches_options_reach_the_distiller(capsys, 
     assert code == 0, err
     params = DatasetDistiller.load(path).get_params()
     assert params["inner_momentum"] == 0.0 and params["shuffle_batches"] is False
-    code, _, err = run(capsys, "distill", "digits", "--max-iter", 2, "-v", 0, "-o", path,
-                       "--inner-momentum", 1)
+    code, out, err = run(capsys, "distill", "digits", "--max-iter", 2, "-v", 0, "-o", path,
+                         "--inner-momentum", 1)
     assert code == 2 and "inner_momentum" in err and "1.0" in err, err
+    assert "distilling" not in out, out  # refused before the header
     for name, option in [("inner_momentum", "--inner-momentum"),
                          ("shuffle_batches", "--shuffle-batches")]:
         code, _, err = run(capsys, "distill", "digits", "-o", path,
