@@ -253,8 +253,8 @@ def default_variant(w, n_inits=None):
 
 
 def applies(variant, w):
-    """``batched`` needs a built-in MLP (``_unroll.DenseReLUForward``) and no momentum;
-    ``threads`` a CPU."""
+    """``batched`` needs a built-in MLP (``_unroll.DenseReLUForward``; another checkout's
+    may not give one with momentum); ``threads`` a CPU."""
     if "threads" in variant.split("+") and w["device"].type != "cpu":
         return False
     dense = isinstance(_unroll.make_forward(w["net"], **_momentum_kwargs(w)),
@@ -799,8 +799,7 @@ def parse_args(argv=None):
                         help="every inner step size (the learned tensors' start)")
     parser.add_argument("--inner-momentum", type=float, default=0.0, metavar="MU",
                         help="heavy-ball momentum of every inner step, in the variants and "
-                             "the naive reference (DatasetDistiller(inner_momentum=MU)); the "
-                             "hand-written MLP path (batched) has none and is left out")
+                             "the naive reference (DatasetDistiller(inner_momentum=MU))")
     parser.add_argument("--min-time", type=float,
                         help="seconds of timed calls per variant and configuration at least "
                              "(default: 1; --quick: 0.2)")

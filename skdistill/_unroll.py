@@ -68,15 +68,15 @@ def make_forward(net, input_shape=None, analytic=True, momentum=0.0):
 
     ``momentum`` μ > 0 makes the inner steps taken with this forward heavy-ball steps (see the
     module docstring): the forward then takes a training state, ignores its velocities and
-    carries ``forward.momentum``; it is always the ``functional_call`` one.
+    carries ``forward.momentum``.
     """
     momentum = float(momentum)
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}.")
-    if analytic and not momentum:
+    if analytic:
         layers = _dense_relu_layers(net, input_shape)
         if layers is not None:
-            return DenseReLUForward(layers)
+            return DenseReLUForward(layers, momentum)
     buffers = {k: v for k, v in net.named_buffers()}
     shape = tuple(input_shape) if input_shape is not None else None
 
@@ -166,10 +166,14 @@ class DenseReLUForward:
     ----------
     layers : list of (str, str)
         Keys of the weight and bias of each linear layer, in order; ReLU between them.
+    momentum : float, default=0.0
+        Heavy-ball momentum of the inner steps taken with this forward (see
+        :func:`make_forward`); every method reads only the layers' keys of a training state.
     """
 
-    def __init__(self, layers):
+    def __init__(self, layers, momentum=0.0):
         self.layers = list(layers)
+        self.momentum = float(momentum)
 
     def _activations(self, params, x):
         h = x.flatten(1)
@@ -720,9 +724,20 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
         λ_t = λ_{t+1} - η_t ∂⟨λ_{t+1}, g_t⟩/∂θ_t,   ∂L/∂η_t = -⟨λ_{t+1}, g_t⟩,
         ∂L/∂x̃ -= η_t ∂⟨λ_{t+1}, g_t⟩/∂x̃,           ∂L/∂ỹ -= η_t ∂⟨λ_{t+1}, g_t⟩/∂ỹ.
 
+    With inner momentum μ (``forward.momentum``), step t is v_{t+1} = μ v_t + g_t,
+    θ_{t+1} = θ_t - η_t v_{t+1} (v_1 = g_0 from θ0, which has no velocity), and the adjoint
+    carries λ_t = ∂L/∂θ_t and ν_t = ∂L/∂v_t: with a_t = ν_{t+1} - η_t λ_{t+1}, the adjoint of
+    v_{t+1} through both of its uses,
+
+        λ_t = λ_{t+1} + ∂⟨a_t, g_t⟩/∂θ_t,   ν_t = μ a_t,   ∂L/∂η_t = -⟨λ_{t+1}, v_{t+1}⟩,
+        ∂L/∂x̃ += ∂⟨a_t, g_t⟩/∂x̃,            ∂L/∂ỹ += ∂⟨a_t, g_t⟩/∂ỹ
+
+    (with μ = 0, a_t = -η_t λ_{t+1} and these are the equations above).
+
     Autograd is used once at the end, to carry ∂L/∂(x̃, ỹ, η) back to ``leaves``; ``syn`` is
     ``make_synthetic(leaves)``, computed once by the caller. Only steps ``begin <= t < end``
-    are run (``params0`` is θ at ``begin``) and differentiated.
+    are run (``params0`` is θ at ``begin``, a training state with momentum) and
+    differentiated.
     """
     x_syn, y_syn, lrs = (t.detach() for t in syn)
     need_x, need_y = syn[0].requires_grad, syn[1].requires_grad
@@ -735,19 +750,28 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
     # does anyway, not once per step.
     neg_lrs = -lrs
     neg_lr_values = neg_lrs.tolist()
-    keys = list(params0)
+    momentum = forward.momentum
+    keys = list(parameters_of(params0))
+    vkeys = [VELOCITY + k for k in keys]
     # one-step segments keep every step: that is the all-in-memory pass
     if sizes is not None and sizes[-1] == 1:
         sizes = sizes[:-1] or None
 
     def step(params, t, keep):
-        """θ_{t+1}, and (θ_t, cache) when ``keep``."""
+        """θ_{t+1} (a training state with momentum), and (θ_t, cache, v_{t+1}) when ``keep``."""
         idx = batches[t % len(batches)]
         grads, cache = forward.grad_with_cache(params, _rows(x_syn, idx), _rows(y_syn, idx))
-        new = dict(zip(keys, torch._foreach_add([params[k] for k in keys],
-                                                [grads[k] for k in keys],
+        grads = [grads[k] for k in keys]
+        if momentum:  # as inner_step: v ← μ v + g (v = g at θ0), θ ← θ - η v
+            if vkeys[0] in params:
+                grads = [torch.add(g, params[vk], alpha=momentum)
+                         for g, vk in zip(grads, vkeys)]
+            new = dict(zip(vkeys, grads))
+        else:
+            new = {}
+        new.update(zip(keys, torch._foreach_add([params[k] for k in keys], grads,
                                                 alpha=neg_lr_values[t])))
-        return new, ((params, cache) if keep else None)
+        return new, ((params, cache, grads) if keep else None)
 
     def advance(params, start, stop):
         for t in range(start, stop):
@@ -755,25 +779,46 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
         return params
 
     d_x, d_y = torch.zeros_like(x_syn), torch.zeros_like(y_syn)
-    lam_dots = [None] * n_steps  # ⟨λ_{t+1}, g_t⟩, stacked once at the end
+    lam_dots = [None] * n_steps  # ⟨λ_{t+1}, g_t⟩ (momentum: ⟨λ_{t+1}, v_{t+1}⟩), stacked at the end
 
     def reverse(kept, start, lam):
         """Carry λ back over the kept steps ``start, start + 1, ...`` (popped from the end)."""
         for t in range(start + len(kept) - 1, start - 1, -1):
-            params, cache = kept.pop()
+            params, cache, velocity = kept.pop()
             # λ at ``begin`` is not needed: θ there (θ0, or the truncation's start) is fixed
-            d_params, dx, dy, lam_dot_g = forward.vjp(params, cache, lam, need_x, need_y,
-                                                      need_params=t > begin)
-            lam_dots[t] = lam_dot_g
+            if momentum:
+                lam_params = [lam[k] for k in keys]
+                lam_dots[t] = sum(torch.vdot(a.reshape(-1), v.reshape(-1).to(a.dtype))
+                                  for a, v in zip(lam_params, velocity))
+                nu = [lam[vk] for vk in vkeys] if vkeys[0] in lam else None
+                a_t = (torch._foreach_mul(lam_params, neg_lr_values[t]) if nu is None else
+                       torch._foreach_add(nu, lam_params, alpha=neg_lr_values[t]))
+                a_t = dict(zip(keys, a_t))
+                d_params, dx, dy, _ = forward.vjp(params, cache, a_t, need_x, need_y,
+                                                  need_params=t > begin)
+                scale = None
+            else:
+                d_params, dx, dy, lam_dots[t] = forward.vjp(params, cache, lam, need_x, need_y,
+                                                            need_params=t > begin)
+                scale = neg_lrs[t]
             idx = batches[t % len(batches)]
             if need_x:
-                _accumulate(d_x, idx, dx, neg_lrs[t])
+                _accumulate(d_x, idx, dx, scale)
             if need_y:
-                _accumulate(d_y, idx, dy, neg_lrs[t])
+                _accumulate(d_y, idx, dy, scale)
             if t > begin:
-                lam = dict(zip(keys, torch._foreach_add([lam[k] for k in keys],
-                                                        [d_params[k] for k in keys],
-                                                        alpha=neg_lr_values[t])))
+                if momentum:  # in place into tensors of this step's own (fewer allocations)
+                    lam_new = [d_params[k] for k in keys]
+                    torch._foreach_add_(lam_new, lam_params)
+                    lam = dict(zip(keys, lam_new))
+                    if vkeys[0] in params:  # v_t exists: it fed v_{t+1}
+                        nu_new = list(a_t.values())
+                        torch._foreach_mul_(nu_new, momentum)
+                        lam.update(zip(vkeys, nu_new))
+                else:
+                    lam = dict(zip(keys, torch._foreach_add([lam[k] for k in keys],
+                                                            [d_params[k] for k in keys],
+                                                            alpha=neg_lr_values[t])))
         return lam
 
     def reverse_leaf(params, start, stop, lam):
@@ -827,8 +872,9 @@ def _whole(idx):
 
 
 def _accumulate(total, idx, value, scale):
-    """``total[idx] += scale * value`` for a slice or an index tensor (repeats add up)."""
-    value = (value * scale).to(total.dtype)  # bf16 under autocast
+    """``total[idx] += scale * value`` (``scale`` None: 1) for a slice or an index tensor
+    (repeats add up)."""
+    value = (value if scale is None else value * scale).to(total.dtype)  # bf16 under autocast
     if isinstance(idx, torch.Tensor):
         total.index_add_(0, idx, value)
     elif isinstance(idx, slice):  # a view: in place, without setitem's copy back

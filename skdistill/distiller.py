@@ -183,12 +183,12 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         ``DistilledClassifier(training="learned")``. Fashion-MNIST, ten per class, the
         160-step ConvNet 32×2 configuration: +0.8 / +0.5 by the learned recipe and
         +0.3 / +0.1 on the literature's protocol for two seeds at μ = 0.9; no gain for the
-        default one-per-class fit (user guide, "Inner momentum").
+        default one-per-class fit at μ = 0.9 or 0.5 (user guide, "Inner momentum").
         The meta-gradient flows through the velocities too (checkpointing and
         ``backprop_window`` carry them, so a stored training state holds twice the tensors
-        of the weights alone). The built-in MLP then takes the generic ``torch.func`` path
-        instead of its hand-written one. Momentum is part of the learned recipe: a set
-        distilled with it is meant to be replayed with it.
+        of the weights alone; the built-in MLP's hand-written path carries them as well).
+        Momentum is part of the learned recipe: a set distilled with it is meant to be
+        replayed with it.
     learn_lr : bool, default=True
         Learn the step sizes (else they stay at ``inner_lr_init``).
     learn_labels : bool, default=False

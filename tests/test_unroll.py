@@ -429,18 +429,20 @@ def test_momentum_outside_zero_to_one_is_rejected(momentum):
         _unroll.make_forward(MLP(4, 3), momentum=momentum)
 
 
-def test_momentum_takes_the_generic_path_for_a_plain_mlp():
+def test_momentum_keeps_the_batched_path_for_a_plain_mlp():
     net = MLP(4, 3)
-    assert isinstance(_unroll.make_forward(net), _unroll.DenseReLUForward)
     forward = _unroll.make_forward(net, momentum=0.5)
-    assert not isinstance(forward, _unroll.DenseReLUForward)
-    assert _unroll.choose_vectorize(forward, net, 4) is True
+    assert isinstance(forward, _unroll.DenseReLUForward) and forward.momentum == 0.5
+    assert _unroll.choose_vectorize(forward, net, 4) == "batched"
+    generic = _unroll.make_forward(net, analytic=False, momentum=0.5)
+    assert not isinstance(generic, _unroll.DenseReLUForward) and generic.momentum == 0.5
 
 
-@pytest.mark.parametrize("vectorize", [True, False])
+@pytest.mark.parametrize("analytic, vectorize", PATHS)
 @pytest.mark.parametrize("batches", [[slice(None)], [torch.tensor([0, 2]), torch.tensor([1])]])
-def test_momentum_meta_gradient_matches_finite_differences(vectorize, batches):
-    forward, params0, x_syn, label_logits, log_lr, x_real, y_real = _problem(momentum=0.9)
+def test_momentum_meta_gradient_matches_finite_differences(analytic, vectorize, batches):
+    forward, params0, x_syn, label_logits, log_lr, x_real, y_real = _problem(
+        analytic=analytic, momentum=0.9)
 
     def loss(x, logits, log_lr):
         return _unroll.meta_loss(forward, params0, x, torch.softmax(logits, 1), log_lr.exp(),
@@ -448,20 +450,23 @@ def test_momentum_meta_gradient_matches_finite_differences(vectorize, batches):
 
     assert torch.autograd.gradcheck(loss, (x_syn, label_logits, log_lr), eps=1e-6, atol=1e-6)
     # momentum changes the result: the same problem without it gives another loss
-    plain = _problem()[0]
+    plain = _problem(analytic=analytic)[0]
     without = _unroll.meta_loss(plain, params0, x_syn, torch.softmax(label_logits, 1),
                                 log_lr.exp(), batches, x_real, y_real, vectorize=vectorize)
     assert abs(without.item() - loss(x_syn, label_logits, log_lr).item()) > 1e-4
 
 
-@pytest.mark.parametrize("vectorize", [True, False])
+@pytest.mark.parametrize("analytic, vectorize", [(False, True), (False, False),
+                                                 (True, "batched")])
 @pytest.mark.parametrize("segment", [None, 1, 2, (3, 2)])
 @pytest.mark.parametrize("window", [(0, 7), (2, 7), (3, 5), (6, 7)])
-def test_momentum_meta_gradient_across_memory_modes_and_windows(vectorize, segment, window):
+def test_momentum_meta_gradient_across_memory_modes_and_windows(analytic, vectorize, segment,
+                                                                window):
     """Checkpointing and truncated windows carry the velocities: the gradient equals the
     all-in-memory one of the loss from the full training state (weights *and* velocities)
-    at the window's start, checked against finite differences in float64."""
-    forward, params0, leaves, x_real, y_real = _window_problem(False, momentum=0.9)
+    at the window's start, checked against finite differences in float64; on the generic
+    path and on the hand-written batched one."""
+    forward, params0, leaves, x_real, y_real = _window_problem(analytic, momentum=0.9)
     batches = [torch.tensor([0, 2]), torch.tensor([1])]
     start, stop = window
     with torch.no_grad():  # the training state at the window's start, velocities included
