@@ -253,8 +253,7 @@ def default_variant(w, n_inits=None):
 
 
 def applies(variant, w):
-    """``batched`` needs a built-in MLP (``_unroll.DenseReLUForward``; another checkout's
-    may not give one with momentum); ``threads`` a CPU."""
+    """``batched`` needs a built-in MLP (``_unroll.DenseReLUForward``); ``threads`` a CPU."""
     if "threads" in variant.split("+") and w["device"].type != "cpu":
         return False
     dense = isinstance(_unroll.make_forward(w["net"], **_momentum_kwargs(w)),
