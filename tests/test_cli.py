@@ -279,8 +279,8 @@ def test_inner_momentum_and_shuffle_batches_options_reach_the_distiller(capsys, 
     header line; through --params both are refused for their options."""
     path = tmp_path / "m.skd"
     code, _, err = run(capsys, "distill", "digits", "--max-iter", 2, "-v", 0, "-o", path,
-                       "--n-steps", 4, "--ipc", 2, "--distilled-batch-size", 10, "--shuffle-batches",
-                       "--inner-momentum", 0.5)
+                       "--n-steps", 4, "--ipc", 2, "--distilled-batch-size", 10,
+                       "--shuffle-batches", "--inner-momentum", 0.5)
     assert code == 0, err
     params = DatasetDistiller.load(path).get_params()
     assert params["inner_momentum"] == 0.5 and params["shuffle_batches"] is True
