@@ -211,14 +211,16 @@ def test_bad_checkpoint_segments_are_rejected(segment):
             [x_syn, label_logits, log_lr], [slice(None)], x_real, y_real, segment=segment)
 
 
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("vectorize", [True, "batched"])
-def test_bfloat16_autocast_meta_gradient_stays_close_to_float32(vectorize):
-    """bf16 autocast: the meta-gradient points the same way (cosine > 0.98) as in float32."""
+def test_bfloat16_autocast_meta_gradient_stays_close_to_float32(vectorize, momentum):
+    """bf16 autocast: the meta-gradient points the same way (cosine > 0.98) as in float32,
+    with plain and with heavy-ball inner steps."""
     torch.manual_seed(0)
     net = MLP(64, 10, hidden_layer_sizes=(128,))
     draws = [param_dict(reset_parameters(net)) for _ in range(2)]
     params0 = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
-    forward = _unroll.make_forward(net)
+    forward = _unroll.make_forward(net, momentum=momentum)
     x_syn = torch.randn(10, 64, requires_grad=True)
     log_lr = torch.full((5,), -1.6, requires_grad=True)
     x_real, y_real = torch.randn(128, 64), torch.randint(0, 10, (128,))
