@@ -790,8 +790,8 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
         for t in range(start + len(kept) - 1, start - 1, -1):
             params, cache, velocity = kept.pop()
             # λ at ``begin`` is not needed: θ there (θ0, or the truncation's start) is fixed
+            lam_params = [lam[k] for k in keys]
             if momentum:
-                lam_params = [lam[k] for k in keys]
                 lam_dots[t] = sum(torch.vdot(a.reshape(-1), v.reshape(-1).to(a.dtype))
                                   for a, v in zip(lam_params, velocity))
                 nu = [lam[vk] for vk in vkeys] if vkeys[0] in lam else None
@@ -811,21 +811,16 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
             if need_y:
                 _accumulate(d_y, idx, dy, scale)
             if t > begin:
-                if momentum:
-                    # in place into λ_{t+1} and a_t, which nothing else holds: fewer
-                    # allocations (out of place the heap fragmented: 4.7x the memory from
-                    # 10 to 200 checkpointed steps), and λ stays in its dtype under autocast
-                    torch._foreach_add_(lam_params, [d_params[k] for k in keys])
-                    lam = dict(zip(keys, lam_params))
-                    if vkeys[0] in params:  # v_t exists: it fed v_{t+1}
-                        nu_new = list(a_t.values())
-                        torch._foreach_mul_(nu_new, momentum)
-                        lam.update(zip(vkeys, nu_new))
-                else:  # in place, as above: the same arithmetic, fewer allocations
-                    lam_params = [lam[k] for k in keys]
-                    torch._foreach_add_(lam_params, [d_params[k] for k in keys],
-                                        alpha=neg_lr_values[t])
-                    lam = dict(zip(keys, lam_params))
+                # in place into λ_{t+1} (and a_t), which nothing else holds: fewer
+                # allocations (out of place the heap fragmented: 4.7x the memory from 10 to
+                # 200 checkpointed steps with momentum), and λ keeps its dtype under autocast
+                torch._foreach_add_(lam_params, [d_params[k] for k in keys],
+                                    alpha=1.0 if momentum else neg_lr_values[t])
+                lam = dict(zip(keys, lam_params))
+                if momentum and vkeys[0] in params:  # v_t exists: it fed v_{t+1}
+                    nu_new = list(a_t.values())
+                    torch._foreach_mul_(nu_new, momentum)
+                    lam.update(zip(vkeys, nu_new))
         return lam
 
     def reverse_leaf(params, start, stop, lam):
