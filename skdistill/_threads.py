@@ -110,14 +110,15 @@ class DrawThreads:
     it was. The calling thread's grad mode and CPU autocast carry over to the tasks.
     """
 
-    def __init__(self, net, input_shape, n_threads, momentum=0.0):
+    def __init__(self, net, input_shape, n_threads, momentum=0.0, optimizer="sgd"):
         if n_threads < 1:
             raise ValueError(f"n_threads must be at least 1, got {n_threads}.")
         self._restore = torch.get_num_threads()
         self.n_threads = int(n_threads)
         self.intra_op_threads = max(1, self._restore // self.n_threads)
         self.forwards = [
-            _unroll.make_forward(copy.deepcopy(net), input_shape, momentum=momentum)
+            _unroll.make_forward(copy.deepcopy(net), input_shape, momentum=momentum,
+                                 optimizer=optimizer)
             for _ in range(self.n_threads)
         ]
         self._pool = ThreadPoolExecutor(

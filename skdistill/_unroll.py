@@ -22,6 +22,14 @@ into heavy-ball SGD, as ``torch.optim.SGD(momentum=μ)`` steps: v ← μ v + g (
 first step), θ ← θ − η_t v. The unrolled state is then a *training state*: the parameters
 and, under keys ``"velocity:" + name``, their velocities; the forward reads the parameters
 out of it, and checkpointing and truncated windows carry the velocities like the weights.
+
+An Adam forward (``make_forward(..., optimizer="adam")``) steps as ``torch.optim.Adam`` with
+its default betas (0.9, 0.999) and ε = 1e-8, the learned step size η_t as its learning rate:
+m ← β1 m + (1 − β1) g, s ← β2 s + (1 − β2) g², θ ← θ − η_t m̂ / (√ŝ + ε) with the bias
+corrections m̂ = m / (1 − β1^(t+1)), ŝ = s / (1 − β2^(t+1)) of step t (counted from θ0). Where
+a gradient has been exactly zero so far (s = 0), √'s infinite derivative would make the
+meta-gradient NaN (∞ · 0); there √ŝ is taken as a constant 0. The training state holds the
+moments under the keys ``"adam_m:" + name`` and ``"adam_s:" + name``.
 """
 
 import contextlib
@@ -50,14 +58,18 @@ __all__ = [
 
 
 VELOCITY = "velocity:"  # key prefix of the momentum buffers in a training state
+ADAM_M, ADAM_S = "adam_m:", "adam_s:"  # key prefixes of Adam's first and second moments
+_BUFFERS = (VELOCITY, ADAM_M, ADAM_S)
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
+INNER_OPTIMIZERS = ("sgd", "adam")
 
 
 def parameters_of(state):
-    """The network parameters of a training state (its velocities left out)."""
-    return {k: v for k, v in state.items() if not k.startswith(VELOCITY)}
+    """The network parameters of a training state (its optimiser buffers left out)."""
+    return {k: v for k, v in state.items() if not k.startswith(_BUFFERS)}
 
 
-def make_forward(net, input_shape=None, analytic=True, momentum=0.0):
+def make_forward(net, input_shape=None, analytic=True, momentum=0.0, optimizer="sgd"):
     """A pure ``forward(params, x)`` for ``net``, restoring ``input_shape`` from flat rows.
 
     Buffers (if any) are captured as constants; parameters come from the caller. With
@@ -68,12 +80,21 @@ def make_forward(net, input_shape=None, analytic=True, momentum=0.0):
 
     ``momentum`` μ > 0 makes the inner steps taken with this forward heavy-ball steps (see the
     module docstring): the forward then takes a training state, ignores its velocities and
-    carries ``forward.momentum``.
+    carries ``forward.momentum``. ``optimizer="adam"`` makes them Adam steps (module
+    docstring; ``momentum`` must then be 0): the forward takes a training state as well,
+    carries ``forward.optimizer``, and is always the generic one (the hand-written MLP path
+    takes only SGD steps).
     """
     momentum = float(momentum)
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}.")
-    if analytic:
+    if optimizer not in INNER_OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {INNER_OPTIMIZERS}, got {optimizer!r}.")
+    if optimizer == "adam" and momentum:
+        raise ValueError("momentum applies to optimizer='sgd' only (Adam's β1 = 0.9 is its "
+                         f"momentum), got momentum={momentum} with optimizer='adam'.")
+    stateful = bool(momentum) or optimizer == "adam"
+    if analytic and optimizer == "sgd":
         layers = _dense_relu_layers(net, input_shape)
         if layers is not None:
             return DenseReLUForward(layers, momentum)
@@ -83,11 +104,12 @@ def make_forward(net, input_shape=None, analytic=True, momentum=0.0):
     def forward(params, x):
         if shape is not None:
             x = x.reshape(x.shape[0], *shape)
-        if momentum:
+        if stateful:
             params = parameters_of(params)
         return functional_call(net, (params, buffers), (x,))
 
     forward.momentum = momentum
+    forward.optimizer = optimizer
     return forward
 
 
@@ -343,7 +365,7 @@ def _autograd_inner_grad(params, forward, x, y):
     return dict(zip(leaves, grads))
 
 
-def inner_step(forward, params, x, y, lr, autograd=False):
+def inner_step(forward, params, x, y, lr, autograd=False, step=None):
     """One gradient-descent step θ ← θ − lr ∇θ ℓ(x, y; θ), differentiable in x, y and lr.
 
     ``autograd=True`` takes the inner gradient with ``torch.autograd.grad`` instead of
@@ -351,10 +373,15 @@ def inner_step(forward, params, x, y, lr, autograd=False):
     ``torch.func`` transforms, nor inside ``torch.compile``. With a forward that has a
     ``momentum`` μ > 0 (:func:`make_forward`), ``params`` is a training state and the step is
     heavy-ball: v ← μ v + ∇θ ℓ (v = ∇θ ℓ when the state has no velocity yet, as at θ0),
-    θ ← θ − lr v; the new state holds both.
+    θ ← θ − lr v; the new state holds both. With an Adam forward (``optimizer="adam"``) the
+    step is an Adam step (module docstring) and ``step`` is its index t, counted from θ0
+    (for the bias corrections).
     """
     momentum = getattr(forward, "momentum", 0.0)
-    if momentum:
+    adam = getattr(forward, "optimizer", "sgd") == "adam"
+    if adam and step is None:
+        raise ValueError("an Adam step needs its index: pass step=t (0 at θ0).")
+    if momentum or adam:
         state, params = params, parameters_of(params)
     if isinstance(forward, DenseReLUForward):
         grads = forward.grad(params, x, y)
@@ -363,6 +390,8 @@ def inner_step(forward, params, x, y, lr, autograd=False):
     else:
         grads = _inner_grad(params, forward, x, y)
     neg_lr = -lr
+    if adam:
+        return _adam_step(state, params, grads, neg_lr, step)
     if not momentum:
         return {k: torch.addcmul(p, grads[k], neg_lr) for k, p in params.items()}
     new = {}
@@ -371,6 +400,31 @@ def inner_step(forward, params, x, y, lr, autograd=False):
         v = grads[k] if v is None else torch.add(grads[k], v, alpha=momentum)
         new[k] = torch.addcmul(p, v, neg_lr)
         new[VELOCITY + k] = v
+    return new
+
+
+def _sqrt_zero_safe(s):
+    """√s for s ≥ 0, with derivative 0 instead of ∞ where s = 0 (the double ``where``
+    keeps the infinite branch out of the backward pass; ``torch.func`` transforms pass)."""
+    positive = s > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, s, 1.0)), 0.0)
+
+
+def _adam_step(state, params, grads, neg_lr, step):
+    """The Adam step of :func:`inner_step` (module docstring), out of place."""
+    (b1, b2), t = ADAM_BETAS, step + 1
+    lr_t = neg_lr / (1.0 - b1 ** t)  # −η_t / (1 − β1^t)
+    correction2 = 1.0 - b2 ** t
+    new = {}
+    for k, p in params.items():
+        g = grads[k]
+        m, s = state.get(ADAM_M + k), state.get(ADAM_S + k)
+        m = g * (1.0 - b1) if m is None else torch.add(m * b1, g, alpha=1.0 - b1)
+        g2 = g * g
+        s = g2 * (1.0 - b2) if s is None else torch.add(s * b2, g2, alpha=1.0 - b2)
+        denom = _sqrt_zero_safe(s / correction2) + ADAM_EPS
+        new[k] = torch.addcmul(p, m / denom, lr_t)
+        new[ADAM_M + k], new[ADAM_S + k] = m, s
     return new
 
 
@@ -389,7 +443,7 @@ def unroll(forward, params, x_syn, y_syn, lrs, batches, start=0, stop=None, auto
     for t in range(start, stop):
         idx = batches[t % len(batches)]
         x_t = x_syn[t] if per_step else x_syn[idx]
-        params = inner_step(forward, params, x_t, y_syn[idx], lrs[t], autograd)
+        params = inner_step(forward, params, x_t, y_syn[idx], lrs[t], autograd, step=t)
     return params
 
 
@@ -628,7 +682,7 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
     final = {k: v.detach().requires_grad_() for k, v in params.items()}
     loss = final_loss(forward, final, x_real, y_real, vectorize)
     keys = list(final)
-    # the velocities of a training state (inner momentum) do not enter the loss: zeros
+    # the optimiser buffers of a training state (momentum, Adam) do not enter the loss: zeros
     grad_final = torch.autograd.grad(loss, [final[k] for k in keys], allow_unused=True,
                                      materialize_grads=True)
     totals = [torch.zeros_like(l) for l in leaves]
@@ -645,7 +699,7 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
         for i, g in enumerate(grads[: len(leaves)]):
             if g is not None:
                 totals[i] += g
-        # a velocity that the rest of the unroll does not use (the last step's): zeros
+        # a buffer that the rest of the unroll does not use (the last step's): zeros
         return [torch.zeros_like(params[k]) if g is None else g
                 for k, g in zip(keys, grads[len(leaves):])]
 
@@ -888,7 +942,7 @@ def _accumulate(total, idx, value, scale):
 def unroll_stacked(forward, params0, x_syn, y_syn, lrs, batches, vectorize=True):
     """θ_T for every draw of ``params0`` (stacked), e.g. to evaluate the learned recipe.
 
-    Only the parameters: the velocities of inner momentum are left out.
+    Only the parameters: the optimiser buffers (momentum, Adam) are left out.
     """
     return parameters_of(_map_draws(
         lambda p0: unroll(forward, p0, x_syn, y_syn, lrs, batches, autograd=vectorize is False),

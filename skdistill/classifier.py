@@ -75,7 +75,8 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
     :meth:`fit` fits a clone of ``distiller`` to ``X, y`` and trains a skorch
     :class:`~skorch.NeuralNetClassifier` (``net_``) on its output only, either by replaying
     the learned recipe (``training="learned"``: SGD from θ0 ~ p(θ0), one batch and one
-    learned step size per step, with the distiller's ``inner_momentum``) or by ordinary
+    learned step size per step, with the distiller's ``inner_momentum`` or Adam steps with its
+    ``inner_optimizer="adam"``) or by ordinary
     training of a fresh network (``training="standard"``: the protocol of the
     dataset-distillation literature's tables).
 
@@ -355,16 +356,20 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
 
     def _learned_net(self, rng):
         """SGD from θ0, one batch and one learned step size per step of the recipe (with the
-        distiller's ``inner_momentum``, if any)."""
+        distiller's ``inner_momentum``, if any; Adam with its ``inner_optimizer="adam"``)."""
         theta0_seed = self.random_state if isinstance(self.random_state, Integral) else rng
         steps = self.distiller_.training_steps()
         # float32 step sizes: the unrolled recipe multiplies float32 gradients by them.
         step_sizes = [float(np.float32(lr)) for _, lr in steps]
         momentum = float(getattr(self.distiller_, "inner_momentum", 0.0) or 0.0)
+        if getattr(self.distiller_, "inner_optimizer", "sgd") == "adam":
+            optimizer = {"optimizer": torch.optim.Adam}
+        else:
+            optimizer = {"optimizer": torch.optim.SGD,
+                         **({"optimizer__momentum": momentum} if momentum else {})}
         return NeuralNetClassifier(
             self.distiller_.sample_model_init(theta0_seed),
-            optimizer=torch.optim.SGD,
-            **({"optimizer__momentum": momentum} if momentum else {}),
+            **optimizer,
             lr=step_sizes[0],
             max_epochs=1,
             batch_size=-1,

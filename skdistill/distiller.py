@@ -44,8 +44,10 @@ _MLP_INNER_LR = 0.2
 # 10 steps are the digits demo's.
 _FIT_LENGTH = {"convnet": (20, 250)}
 _FIT_LENGTH_OTHER = (10, 500)
-# candidates of inner_lr_init="auto": 0.001 to 1, a quarter decade apart
-_AUTO_INNER_LRS = [10 ** (k / 4) for k in range(-12, 1)]
+# candidates of inner_lr_init="auto": 0.001 to 1, a quarter decade apart (SGD steps), and
+# 0.0001 to 0.1 for Adam steps, whose size does not scale with the gradient's
+_AUTO_INNER_LRS = {"sgd": [10 ** (k / 4) for k in range(-12, 1)],
+                   "adam": [10 ** (k / 4) for k in range(-16, -3)]}
 # "auto" takes the smallest candidate whose loss is within this share of the scan's whole
 # drop of the minimum's. On Fashion-MNIST the width-128 ConvNet's scan (multi_formation=2,
 # 30 steps, seed 1) fell ever more slowly up to its minimum at 0.178; the fit started there
@@ -163,18 +165,19 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         trains the network in ``n_steps`` steps matters: the step sizes are learned in
         log-space, so a start 10x too small takes a few hundred iterations to catch up, and
         one too large may never recover. ``"auto"`` tries constant step sizes from 0.001 to
-        1 (a quarter decade apart), in increasing order, on the initial synthetic set before
-        the first iteration (each an unroll of ``n_steps`` steps, or of ``backprop_window``
-        steps when that is set, with ``inner_momentum``), and starts from the one whose
+        1 (0.0001 to 0.1 with ``inner_optimizer="adam"``; a quarter decade apart), in
+        increasing order, on the initial synthetic set before the first iteration (each an
+        unroll of ``n_steps`` steps, or of ``backprop_window`` steps when that is set, with
+        the inner optimiser and momentum), and starts from the one whose
         trained networks have the lowest loss on a real minibatch before that loss first
         rises (at most a dozen unrolls without gradients; larger steps can fit the batch
         well again, but by chaotic training that distillation does not improve on), or from
         the smallest step size whose loss is within 5 % of the scan's whole drop of that
         minimum (the loss is often flat over a decade before it; fits started at its far end
-        did worse). None: 0.2 for ``module="mlp"`` (measured on digits and Fashion-MNIST),
-        ``"auto"`` for every other module (a ConvNet on Fashion-MNIST started at 0.2 reached
-        40 % by its learned recipe after 300 iterations, where ``"auto"`` reached 75 %). The
-        value used is ``inner_lr_init_``.
+        did worse). None: 0.2 for ``module="mlp"`` with SGD steps (measured on digits and
+        Fashion-MNIST), ``"auto"`` otherwise (a ConvNet on Fashion-MNIST started at 0.2
+        reached 40 % by its learned recipe after 300 iterations, where ``"auto"`` reached
+        75 %). The value used is ``inner_lr_init_``.
     inner_momentum : float in [0, 1), default=0.0
         Momentum μ of the unrolled training steps: 0 is the seed's plain gradient descent;
         μ > 0 makes every step a heavy-ball step, as ``torch.optim.SGD(momentum=μ)`` takes it
@@ -188,7 +191,17 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         ``backprop_window`` carry them, so a stored training state holds twice the tensors
         of the weights alone; the built-in MLP's hand-written path carries them as well).
         Momentum is part of the learned recipe: a set distilled with it is meant to be
-        replayed with it.
+        replayed with it. Only with ``inner_optimizer="sgd"``.
+    inner_optimizer : {"sgd", "adam"}, default="sgd"
+        The optimiser of the unrolled training steps. ``"sgd"``: the seed's gradient descent
+        (with ``inner_momentum``, if set). ``"adam"``: every step an Adam step, as
+        ``torch.optim.Adam`` with its default betas (0.9, 0.999) takes it, with the learned
+        step size η_t as its learning rate; the meta-gradient flows through both moments.
+        RaT-BPTT (Feng et al. 2024) distils with Adam steps.
+        Adam's step sizes live on another scale: ``inner_lr_init=None`` means ``"auto"``
+        for every module, and ``"auto"`` scans 0.0001 to 0.1. Part of the learned recipe,
+        like ``inner_momentum``; the built-in MLP's hand-written path takes SGD steps only,
+        so an Adam fit of it runs the generic ``torch.func`` path.
     learn_lr : bool, default=True
         Learn the step sizes (else they stay at ``inner_lr_init``).
     learn_labels : bool, default=False
@@ -422,6 +435,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         "distilled_batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "shuffle_batches": ["boolean"],
         "inner_momentum": [Interval(Real, 0, 1, closed="left")],
+        "inner_optimizer": [StrOptions({"sgd", "adam"})],
         "inner_lr_init": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"}),
                           None],
         "learn_lr": ["boolean"],
@@ -470,6 +484,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         shuffle_batches=False,
         inner_lr_init=None,
         inner_momentum=0.0,
+        inner_optimizer="sgd",
         learn_lr=True,
         learn_labels=False,
         label_init=None,
@@ -510,6 +525,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self.shuffle_batches = shuffle_batches
         self.inner_lr_init = inner_lr_init
         self.inner_momentum = inner_momentum
+        self.inner_optimizer = inner_optimizer
         self.learn_lr = learn_lr
         self.learn_labels = learn_labels
         self.label_init = label_init
@@ -702,6 +718,12 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             raise ValueError(
                 f"backprop_window={self.backprop_window} is longer than the unroll "
                 f"(n_steps={self._n_steps()}); it must be at most n_steps."
+            )
+        if self.inner_optimizer == "adam" and self.inner_momentum:
+            raise ValueError(
+                f"inner_momentum={self.inner_momentum} applies to inner_optimizer='sgd' "
+                "only; Adam's steps carry their own momentum (β1 = 0.9). Set "
+                "inner_momentum=0 with inner_optimizer='adam'."
             )
         if self.compile and self._window_length() < self._n_steps():
             raise ValueError(
@@ -1139,7 +1161,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         n_threads = _threads.n_draw_threads(max(len(my_draws), n_val_draws), device, vectorize,
                                             step_flops, net)
         pool = resources.enter_context(
-            _threads.DrawThreads(net, s["input_shape"], n_threads, self.inner_momentum)
+            _threads.DrawThreads(net, s["input_shape"], n_threads, self.inner_momentum,
+                                 self.inner_optimizer)
         ) if n_threads else None
         train_pool = pool if len(my_draws) > 1 else None
         val_pool = pool if n_val_draws > 1 else None
@@ -1471,10 +1494,12 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         return int(self.learned_lr_.shape[0])
 
     def _inner_lr_init(self):
-        """``inner_lr_init`` with None resolved: 0.2 for the built-in MLP, else "auto"."""
+        """``inner_lr_init`` with None resolved: 0.2 for the built-in MLP with SGD steps,
+        else "auto"."""
         if self.inner_lr_init is not None:
             return self.inner_lr_init
-        return _MLP_INNER_LR if isinstance(self.module, str) and self.module == "mlp" else "auto"
+        mlp = isinstance(self.module, str) and self.module == "mlp"
+        return _MLP_INNER_LR if mlp and self.inner_optimizer == "sgd" else "auto"
 
     def _auto_inner_lr(self, forward, net, p_init, n_draw, s, rng, device, x_syn, y_syn,
                        batches, vectorize, pool=None):
@@ -1500,7 +1525,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         # protocol and 1.4-1.7 by the recipe (seeds 0 and 1).
         n_scan = self._window_length()
         scanned = []  # (step size, loss) up to the first minimum
-        for lr in _AUTO_INNER_LRS:
+        candidates = _AUTO_INNER_LRS[self.inner_optimizer]
+        for lr in candidates:
             lrs = torch.full((n_scan,), lr, device=device)
             if pool is not None and n_draw > 1:
                 final = pool.unroll_stacked(params0, x_syn, y_syn, lrs, batches)
@@ -1514,8 +1540,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 break  # past the first minimum
         if not scanned:
             raise ValueError(
-                "inner_lr_init='auto' found no step size from 0.001 to 1 with a finite loss; "
-                "check the data scale or pass inner_lr_init explicitly."
+                f"inner_lr_init='auto' found no step size from {candidates[0]:g} to "
+                f"{candidates[-1]:g} with a finite loss; check the data scale or pass "
+                "inner_lr_init explicitly."
             )
         # In a flat valley, the smallest step size that is nearly as good as the minimum.
         best_loss, first_loss = scanned[-1][1], scanned[0][1]
@@ -1541,8 +1568,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         return _unroll.checkpoint_schedule(n_steps)
 
     def _make_forward(self, net, input_shape):
-        """The pure forward of the unrolled steps (with the recipe's inner momentum)."""
-        return _unroll.make_forward(net, input_shape, momentum=self.inner_momentum)
+        """The pure forward of the unrolled steps (with the recipe's inner optimiser)."""
+        return _unroll.make_forward(net, input_shape, momentum=self.inner_momentum,
+                                    optimizer=self.inner_optimizer)
 
     def _vectorize(self, forward, net, n_draws=None):
         device_type = torch.device(resolve_device(self.device)).type
@@ -1689,6 +1717,7 @@ def _fingerprint(est, n_features, classes):
         "learn_lr": bool(est.learn_lr),
         "learn_labels": bool(est.learn_labels),
         "soft_labels": bool(est.learn_labels or est.label_init is not None),
+        "inner_optimizer": str(est.inner_optimizer),
     }
 
 
@@ -1733,9 +1762,10 @@ def _read_checkpoint(path):
 def _check_checkpoint_fits(payload, est, n_features, classes):
     expected = _fingerprint(est, n_features, classes)
     # files written before multi_formation existed hold no entry for it: they had one
-    # nor for label_init, whose soft labels were then the learned ones
+    # nor for label_init, whose soft labels were then the learned ones, nor for
+    # inner_optimizer (SGD steps only)
     found = {"multi_formation": 1, "soft_labels": payload["fingerprint"].get("learn_labels"),
-             **payload["fingerprint"]}
+             "inner_optimizer": "sgd", **payload["fingerprint"]}
     diff = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
     if diff:
         detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())

@@ -23,7 +23,9 @@ def quick_distiller(**params):
     {"learn_labels": True},
     {"distilled_batch_size": 4},
     {"inner_momentum": 0.9, "learn_labels": True, "distilled_batch_size": 4},
-], ids=["hard-labels", "soft-labels", "batches-of-4", "momentum"])
+    {"inner_optimizer": "adam", "inner_lr_init": 0.01, "learn_labels": True,
+     "distilled_batch_size": 4},
+], ids=["hard-labels", "soft-labels", "batches-of-4", "momentum", "adam"])
 def test_learned_training_scores_as_the_distiller_for_the_same_theta0(digits_split,
                                                                       distiller_params):
     X_train, X_test, y_train, y_test = digits_split
@@ -35,13 +37,17 @@ def test_learned_training_scores_as_the_distiller_for_the_same_theta0(digits_spl
     assert clf.score(X_test, y_test) == pytest.approx(expected, abs=1e-12)
 
 
-@pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_learned_training_gives_the_weights_of_train_model(digits_split, momentum):
+@pytest.mark.parametrize("momentum, optimizer", [(0.0, "sgd"), (0.9, "sgd"), (0.0, "adam")])
+def test_learned_training_gives_the_weights_of_train_model(digits_split, momentum, optimizer):
     X_train, _, y_train, _ = digits_split
-    clf = DistilledClassifier(quick_distiller(inner_momentum=momentum), random_state=7)
+    lr = {"inner_lr_init": 0.01} if optimizer == "adam" else {}  # Adam's scale
+    clf = DistilledClassifier(quick_distiller(inner_momentum=momentum,
+                                              inner_optimizer=optimizer, **lr), random_state=7)
     clf.fit(X_train, y_train)
-    # the recipe's momentum is the SGD optimiser's (0 is plain SGD)
-    assert clf.net_.optimizer_.param_groups[0]["momentum"] == momentum
+    if optimizer == "adam":  # the recipe's Adam steps are torch's Adam's
+        assert isinstance(clf.net_.optimizer_, torch.optim.Adam)
+    else:  # the recipe's momentum is the SGD optimiser's (0 is plain SGD)
+        assert clf.net_.optimizer_.param_groups[0]["momentum"] == momentum
 
     decoded = clf.distiller_.train_model(random_state=7).state_dict()
     for name, weight in clf.net_.module_.state_dict().items():

@@ -385,6 +385,38 @@ def test_inner_momentum_is_part_of_the_recipe(digits_split, tmp_path):
     assert max((other[k] - theta[k]).abs().max().item() for k in theta) > 1e-3
 
 
+def test_inner_adam_is_part_of_the_recipe_and_starts_on_its_own_scale(digits_split, tmp_path):
+    """Adam steps: ``inner_lr_init=None`` scans Adam's step sizes (0.0001 to 0.1) even for
+    the MLP; train_model and score replay Adam steps, also once saved and loaded; SGD steps
+    with the same step sizes train another network; and a checkpoint of an SGD fit is not
+    resumed by an Adam one."""
+    X_train, X_test, y_train, y_test = digits_split
+    d = fast(n_distilled=10, inner_optimizer="adam", max_iter=20,
+             n_steps=5).fit(X_train, y_train)
+    assert 1e-4 <= d.inner_lr_init_ <= 0.1 and d.inner_lr_init_ != 0.2
+    theta = {k: v.detach() for k, v in d.train_model(random_state=3).state_dict().items()}
+    assert d.score(X_test, y_test) > 0.5
+
+    d.save(tmp_path / "adam.pt")
+    loaded = DatasetDistiller.load(tmp_path / "adam.pt")
+    assert loaded.inner_optimizer == "adam"
+    for k, v in loaded.train_model(random_state=3).state_dict().items():
+        torch.testing.assert_close(v, theta[k])
+    assert loaded.score(X_test, y_test) == d.score(X_test, y_test)
+
+    sgd = pickle.loads(pickle.dumps(d)).set_params(inner_optimizer="sgd")
+    other = sgd.train_model(random_state=3).state_dict()
+    assert max((other[k] - theta[k]).abs().max().item() for k in theta) > 1e-3
+
+    path = tmp_path / "sgd.ckpt"
+    fast(n_distilled=10, max_iter=2, n_steps=5, checkpoint=path).fit(X_train, y_train)
+    resumed = fast(n_distilled=10, max_iter=4, n_steps=5, checkpoint=path, warm_start=True,
+                   inner_optimizer="adam")
+    with pytest.raises(ValueError, match="inner_optimizer: checkpoint 'sgd', now 'adam'"):
+        resumed.fit(X_train, y_train)
+    assert not hasattr(resumed, "distilled_X_")
+
+
 def test_inner_momentum_fit_is_reproducible_and_learns(digits_split):
     # 200 iterations, seed 0: 93.9 % with momentum 0.9 (90.7 % without) on this split
     X_train, X_test, y_train, y_test = digits_split
@@ -434,6 +466,9 @@ def test_untrained_network_is_at_chance(digits_split):
         ({"shuffle_batches": "yes"}, "'shuffle_batches' parameter"),
         ({"inner_momentum": 1.0}, "'inner_momentum' parameter"),
         ({"inner_momentum": -0.5}, "'inner_momentum' parameter"),
+        ({"inner_optimizer": "rmsprop"}, "'inner_optimizer' parameter"),
+        ({"inner_optimizer": "adam", "inner_momentum": 0.9},
+         "inner_momentum=0.9 applies to inner_optimizer='sgd' only"),
     ],
 )
 def test_invalid_parameters_are_named(tiny_data, params, match):

@@ -34,20 +34,23 @@ def _synthetic(leaves):
     return x, torch.softmax(logits, 1), log_lr.exp()
 
 
-@pytest.mark.parametrize("segment, momentum", [(None, 0.0), ((2,), 0.0), ((2,), 0.9)])
+@pytest.mark.parametrize("segment, momentum, optimizer",
+                         [(None, 0.0, "sgd"), ((2,), 0.0, "sgd"), ((2,), 0.9, "sgd"),
+                          ((2,), 0.0, "adam")])
 @pytest.mark.parametrize("n_threads", [2, 3])
-def test_threaded_meta_gradient_equals_the_serial_loop(segment, momentum, n_threads):
+def test_threaded_meta_gradient_equals_the_serial_loop(segment, momentum, optimizer,
+                                                       n_threads):
     net, params0, leaves, x_real, y_real = _problem(n_draws=3)
-    forward = _unroll.make_forward(net, SHAPE, momentum=momentum)
+    forward = _unroll.make_forward(net, SHAPE, momentum=momentum, optimizer=optimizer)
     batches = [slice(None)]
     ref_loss, ref_grads = _unroll.meta_value_and_grad(
         forward, params0, _synthetic, leaves, batches, x_real, y_real, False, segment)
-    if momentum:  # the pool's forwards step with the momentum too
+    if momentum or optimizer == "adam":  # the pool's forwards step with them too
         plain = _unroll.meta_value_and_grad(_unroll.make_forward(net, SHAPE), params0,
                                             _synthetic, leaves, batches, x_real, y_real,
                                             False, segment)
         assert abs(plain[0] - ref_loss) > 1e-6
-    with _threads.DrawThreads(net, SHAPE, n_threads, momentum) as pool:
+    with _threads.DrawThreads(net, SHAPE, n_threads, momentum, optimizer) as pool:
         loss, grads = pool.meta_value_and_grad(params0, _synthetic, leaves, batches, x_real,
                                                y_real, segment)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=0)

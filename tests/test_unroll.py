@@ -7,12 +7,13 @@ from skdistill import _unroll
 from skdistill.nets import MLP, ConvNet, param_dict, reset_parameters
 
 
-def _problem(n_draws=2, seed=0, analytic=False, hidden=(5,), momentum=0.0):
+def _problem(n_draws=2, seed=0, analytic=False, hidden=(5,), momentum=0.0, optimizer="sgd"):
     torch.manual_seed(seed)
     net = MLP(4, 3, hidden_layer_sizes=hidden).double()
     draws = [param_dict(reset_parameters(net)) for _ in range(n_draws)]
     params0 = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
-    forward = _unroll.make_forward(net, analytic=analytic, momentum=momentum)
+    forward = _unroll.make_forward(net, analytic=analytic, momentum=momentum,
+                                   optimizer=optimizer)
     x_syn = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     label_logits = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
     log_lr = torch.log(torch.tensor([0.3, 0.2, 0.1], dtype=torch.float64)).requires_grad_()
@@ -126,9 +127,9 @@ def test_checkpointed_gradient_equals_the_all_in_memory_one(vectorize, segment):
     assert all(g.abs().sum() > 0 for g in full[1])
 
 
-def _window_problem(analytic, n_steps=7, momentum=0.0):
+def _window_problem(analytic, n_steps=7, momentum=0.0, optimizer="sgd"):
     forward, params0, x_syn, label_logits, _, x_real, y_real = _problem(
-        n_draws=2, analytic=analytic, momentum=momentum)
+        n_draws=2, analytic=analytic, momentum=momentum, optimizer=optimizer)
     log_lr = torch.log(torch.linspace(0.05, 0.3, n_steps, dtype=torch.float64))
     return forward, params0, [x_syn, label_logits, log_lr.requires_grad_()], x_real, y_real
 
@@ -479,3 +480,110 @@ def test_momentum_meta_gradient_across_memory_modes_and_windows(analytic, vector
 
     got = _check_window_gradient(forward, params0, theta, leaves, batches, x_real, y_real,
                                  window, vectorize, segment)
+
+
+# ---------------------------------------------------------------- inner Adam
+
+
+def test_adam_steps_are_those_of_torch_adam():
+    """Adam unrolled steps equal ``torch.optim.Adam`` (default betas and ε) on the same net,
+    one batch and one step size per step, to float64 precision, moments included."""
+    torch.manual_seed(0)
+    net = MLP(4, 3, hidden_layer_sizes=(5,)).double()
+    forward = _unroll.make_forward(net, optimizer="adam")
+    assert forward.optimizer == "adam" and not isinstance(forward, _unroll.DenseReLUForward)
+    p0 = {k: v.detach().clone() for k, v in net.named_parameters()}
+    x = torch.randn(3, 4, dtype=torch.float64)
+    y = torch.softmax(torch.randn(3, 3, dtype=torch.float64), 1)
+    lrs = torch.tensor([0.03, 0.02, 0.025, 0.01, 0.015], dtype=torch.float64)
+    batches = [torch.tensor([0, 2]), torch.tensor([1])]
+    state = _unroll.unroll(forward, p0, x, y, lrs, batches)
+    assert set(state) == (set(p0) | {_unroll.ADAM_M + k for k in p0}
+                          | {_unroll.ADAM_S + k for k in p0})
+
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
+    for t, lr in enumerate(lrs.tolist()):
+        idx = batches[t % 2]
+        optimizer.param_groups[0]["lr"] = lr
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
+        optimizer.step()
+    moved = 0.0
+    for k, v in net.named_parameters():
+        torch.testing.assert_close(state[k], v.detach(), rtol=0, atol=1e-12)
+        moved = max(moved, (v.detach() - p0[k]).abs().max().item())
+        torch.testing.assert_close(state[_unroll.ADAM_M + k], optimizer.state[v]["exp_avg"],
+                                   rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(state[_unroll.ADAM_S + k],
+                                   optimizer.state[v]["exp_avg_sq"], rtol=1e-10, atol=1e-16)
+    assert moved > 0.05  # Adam moves every weight by about the step size per step
+    # the steps differ from plain gradient descent with the same step sizes
+    plain = _unroll.unroll(_unroll.make_forward(net), p0, x, y, lrs, batches)
+    assert (plain["layers.0.weight"] - state["layers.0.weight"]).abs().max() > 1e-2
+    assert set(_unroll.unroll_stacked(forward, {k: v[None] for k, v in p0.items()}, x, y,
+                                      lrs, batches)) == set(p0)
+
+
+def test_adam_is_rejected_with_momentum_or_without_its_step_index():
+    with pytest.raises(ValueError, match="optimizer must be one of \\('sgd', 'adam'\\)"):
+        _unroll.make_forward(MLP(4, 3), optimizer="rmsprop")
+    with pytest.raises(ValueError, match="momentum applies to optimizer='sgd' only"):
+        _unroll.make_forward(MLP(4, 3), momentum=0.9, optimizer="adam")
+    net = MLP(4, 3).double()
+    forward = _unroll.make_forward(net, optimizer="adam")
+    with pytest.raises(ValueError, match="pass step=t"):
+        _unroll.inner_step(forward, param_dict(net), torch.zeros(2, 4, dtype=torch.float64),
+                           torch.full((2, 3), 1 / 3, dtype=torch.float64), 0.1)
+
+
+def test_adam_meta_gradient_is_finite_where_an_inner_gradient_is_zero():
+    """A weight that the inner loss does not depend on has a zero gradient at every step:
+    √ŝ's derivative at ŝ = 0 would make the meta-gradient NaN; the zero-safe root keeps it
+    finite."""
+    forward, params0, x_syn, label_logits, log_lr, x_real, y_real = _problem(optimizer="adam")
+    x_syn = x_syn.detach().clone()
+    x_syn[:, 0] = 0.0  # the first input feature is zero in every synthetic sample
+    x_syn.requires_grad_()
+    loss = _unroll.meta_loss(forward, params0, x_syn, torch.softmax(label_logits, 1),
+                             log_lr.exp(), [slice(None)], x_real, y_real)
+    grads = torch.autograd.grad(loss, (x_syn, label_logits, log_lr))
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert all(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+@pytest.mark.parametrize("batches", [[slice(None)], [torch.tensor([0, 2]), torch.tensor([1])]])
+def test_adam_meta_gradient_matches_finite_differences(vectorize, batches):
+    forward, params0, x_syn, label_logits, log_lr, x_real, y_real = _problem(optimizer="adam")
+    log_lr = torch.log(torch.tensor([0.03, 0.02, 0.01], dtype=torch.float64)).requires_grad_()
+
+    def loss(x, logits, log_lr):
+        return _unroll.meta_loss(forward, params0, x, torch.softmax(logits, 1), log_lr.exp(),
+                                 batches, x_real, y_real, vectorize=vectorize)
+
+    assert torch.autograd.gradcheck(loss, (x_syn, label_logits, log_lr), eps=1e-6, atol=1e-6)
+    plain = _problem()[0]
+    without = _unroll.meta_loss(plain, params0, x_syn, torch.softmax(label_logits, 1),
+                                log_lr.exp(), batches, x_real, y_real, vectorize=vectorize)
+    assert abs(without.item() - loss(x_syn, label_logits, log_lr).item()) > 1e-4
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+@pytest.mark.parametrize("segment", [None, 1, 2, (3, 2)])
+@pytest.mark.parametrize("window", [(0, 7), (2, 7), (3, 5), (6, 7)])
+def test_adam_meta_gradient_across_memory_modes_and_windows(vectorize, segment, window):
+    """Checkpointing and truncated windows carry Adam's moments, and a window's steps keep
+    their bias corrections (step t's, not the window's own count): the gradient equals the
+    all-in-memory one of the loss from the full training state at the window's start,
+    checked against finite differences in float64."""
+    forward, params0, leaves, x_real, y_real = _window_problem(False, optimizer="adam")
+    leaves[2] = torch.log(torch.linspace(0.005, 0.03, 7, dtype=torch.float64)).requires_grad_()
+    batches = [torch.tensor([0, 2]), torch.tensor([1])]
+    start, stop = window
+    with torch.no_grad():
+        theta = _unroll._map_draws(
+            lambda p: _unroll.unroll(forward, p, *_make(leaves), batches, 0, start),
+            params0, True)
+    assert (_unroll.ADAM_S + "layers.0.weight" in theta) == (start > 0)
+    _check_window_gradient(forward, params0, theta, leaves, batches, x_real, y_real,
+                           window, vectorize, segment)
