@@ -170,6 +170,7 @@ _OPTION_OF = {
     "module_params": "--module-params", "input_shape": "--input-shape",
     "model_init": "--model-init", "n_steps": "--n-steps", "n_inits": "--n-inits",
     "backprop_window": "--backprop-window", "inner_momentum": "--inner-momentum",
+    "inner_optimizer": "--inner-optimizer",
     "shuffle_batches": "--shuffle-batches",
     "distilled_batch_size": "--distilled-batch-size", "learn_labels": "--learn-labels",
     "label_init": "--label-init", "label_temperature": "--label-temperature",
@@ -321,6 +322,8 @@ def _distill_one(args, rank):
     )
     if args.inner_momentum is not None:
         params["inner_momentum"] = args.inner_momentum
+    if args.inner_optimizer is not None:
+        params["inner_optimizer"] = args.inner_optimizer
     if args.learning_rate is not None:
         params["learning_rate"] = args.learning_rate
     if args.checkpoint is not None:  # resume the run the file holds, if there is one
@@ -604,6 +607,9 @@ def _parser():
     d.add_argument("--inner-momentum", type=float, metavar="MU",
                    help="heavy-ball momentum of the unrolled steps, in [0, 1), as "
                         "torch.optim.SGD(momentum=MU) (default: 0, the paper's plain steps)")
+    d.add_argument("--inner-optimizer", choices=["sgd", "adam"],
+                   help="optimiser of the unrolled steps: sgd (the paper's, default) or adam "
+                        "(as torch.optim.Adam, the learned step sizes as its lr)")
     d.add_argument("--learn-labels", action="store_true", help="learn soft labels")
     d.add_argument("--relabel", nargs="+", metavar="SRC:DST",
                    help="malicious objective: networks trained on the set predict DST for "

@@ -75,10 +75,9 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
     :meth:`fit` fits a clone of ``distiller`` to ``X, y`` and trains a skorch
     :class:`~skorch.NeuralNetClassifier` (``net_``) on its output only, either by replaying
     the learned recipe (``training="learned"``: SGD from θ0 ~ p(θ0), one batch and one
-    learned step size per step, with the distiller's ``inner_momentum`` or Adam steps with its
-    ``inner_optimizer="adam"``) or by ordinary
-    training of a fresh network (``training="standard"``: the protocol of the
-    dataset-distillation literature's tables).
+    learned step size per step, with the distiller's ``inner_momentum``, or Adam steps with
+    its ``inner_optimizer="adam"``) or by ordinary training of a fresh network
+    (``training="standard"``: the protocol of the dataset-distillation literature's tables).
 
     Parameters
     ----------

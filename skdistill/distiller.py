@@ -670,7 +670,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             (and ``distilled_y_proba_``) in its batch and its step size. Each step minimises
             the mean cross-entropy of the batch against ``distilled_y_proba_``; with
             ``inner_momentum`` μ > 0 a step is heavy-ball SGD with momentum μ (as
-            ``torch.optim.SGD(momentum=μ)``), the velocity carried from step to step.
+            ``torch.optim.SGD(momentum=μ)``), the velocity carried from step to step; with
+            ``inner_optimizer="adam"`` an Adam step (as ``torch.optim.Adam``) whose learning
+            rate is the step size, the moments carried from step to step.
         """
         check_is_fitted(self)
         syn_class = np.searchsorted(self.classes_, self.distilled_y_)

@@ -273,10 +273,12 @@ def test_checkpoint_resumes_an_interrupted_run_to_the_uninterrupted_result(
     assert resumed.loss_curve_ == straight.loss_curve_
 
 
-def test_inner_momentum_and_shuffle_batches_options_reach_the_distiller(capsys, tmp_path):
-    """--inner-momentum and --shuffle-batches set the distiller's parameters (saved in the
-    file); a momentum outside [0, 1) gets the distiller's error naming it, before the
-    header line; through --params both are refused for their options."""
+def test_inner_optimizer_momentum_and_shuffle_batches_options_reach_the_distiller(capsys,
+                                                                                   tmp_path):
+    """--inner-momentum, --inner-optimizer and --shuffle-batches set the distiller's
+    parameters (saved in the file); a momentum outside [0, 1) gets the distiller's error
+    naming it, before the header line; through --params all three are refused for their
+    options."""
     path = tmp_path / "m.skd"
     code, _, err = run(capsys, "distill", "digits", "--max-iter", 2, "-v", 0, "-o", path,
                        "--n-steps", 4, "--ipc", 2, "--distilled-batch-size", 10,
@@ -292,7 +294,18 @@ def test_inner_momentum_and_shuffle_batches_options_reach_the_distiller(capsys, 
                          "--inner-momentum", 1)
     assert code == 2 and "inner_momentum" in err and "1.0" in err, err
     assert "distilling" not in out, out  # refused before the header
+    code, _, err = run(capsys, "distill", "digits", "--max-iter", 2, "-v", 0, "-o", path,
+                       "--n-steps", 4, "--inner-optimizer", "adam")
+    assert code == 0, err
+    loaded = DatasetDistiller.load(path)
+    assert loaded.get_params()["inner_optimizer"] == "adam"
+    assert 1e-4 <= loaded.inner_lr_init_ <= 0.1  # "auto" on Adam's scale
+    with pytest.raises(SystemExit) as exc:  # refused by the parser
+        main(["distill", "digits", "-o", str(path), "--inner-optimizer", "lbfgs"])
+    assert exc.value.code == 2
+    assert "--inner-optimizer: invalid choice: 'lbfgs'" in capsys.readouterr().err
     for name, option in [("inner_momentum", "--inner-momentum"),
+                         ("inner_optimizer", "--inner-optimizer"),
                          ("shuffle_batches", "--shuffle-batches")]:
         code, _, err = run(capsys, "distill", "digits", "-o", path,
                            "--params", json.dumps({name: 0.5}))
