@@ -391,28 +391,38 @@ def test_mm_matches_matmul_bit_for_bit(shapes):
 # ---------------------------------------------------------------- inner momentum
 
 
-def test_momentum_steps_are_those_of_torch_sgd_with_momentum():
-    """Heavy-ball unrolled steps equal ``torch.optim.SGD(momentum=0.9)`` on the same net,
-    one batch and one step size per step (v = g at the first step, then v = μ v + g)."""
+def _optimizer_problem(momentum=0.0, optimizer="sgd"):
+    """A float64 MLP, its forward for ``momentum``/``optimizer``, θ0, data, two batches."""
     torch.manual_seed(0)
     net = MLP(4, 3, hidden_layer_sizes=(5,)).double()
-    forward = _unroll.make_forward(net, momentum=0.9)
-    assert forward.momentum == 0.9
+    forward = _unroll.make_forward(net, momentum=momentum, optimizer=optimizer)
     p0 = {k: v.detach().clone() for k, v in net.named_parameters()}
     x = torch.randn(3, 4, dtype=torch.float64)
     y = torch.softmax(torch.randn(3, 3, dtype=torch.float64), 1)
+    return net, forward, p0, x, y, [torch.tensor([0, 2]), torch.tensor([1])]
+
+
+def _train_with(torch_optimizer, net, x, y, lrs, batches):
+    """``net`` trained in place by ``torch_optimizer``, one batch and step size per step."""
+    for t, lr in enumerate(lrs.tolist()):
+        idx = batches[t % len(batches)]
+        torch_optimizer.param_groups[0]["lr"] = lr
+        torch_optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
+        torch_optimizer.step()
+
+
+def test_momentum_steps_are_those_of_torch_sgd_with_momentum():
+    """Heavy-ball unrolled steps equal ``torch.optim.SGD(momentum=0.9)`` on the same net,
+    one batch and one step size per step (v = g at the first step, then v = μ v + g)."""
+    net, forward, p0, x, y, batches = _optimizer_problem(momentum=0.9)
+    assert forward.momentum == 0.9
     lrs = torch.tensor([0.3, 0.2, 0.25, 0.1, 0.15], dtype=torch.float64)
-    batches = [torch.tensor([0, 2]), torch.tensor([1])]
     state = _unroll.unroll(forward, p0, x, y, lrs, batches)
     assert set(state) == set(p0) | {_unroll.VELOCITY + k for k in p0}
 
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    for t, lr in enumerate(lrs.tolist()):
-        idx = batches[t % 2]
-        optimizer.param_groups[0]["lr"] = lr
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
-        optimizer.step()
+    _train_with(optimizer, net, x, y, lrs, batches)
     for k, v in net.named_parameters():
         torch.testing.assert_close(state[k], v.detach(), rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(state[_unroll.VELOCITY + k],
@@ -488,26 +498,15 @@ def test_momentum_meta_gradient_across_memory_modes_and_windows(analytic, vector
 def test_adam_steps_are_those_of_torch_adam():
     """Adam unrolled steps equal ``torch.optim.Adam`` (default betas and ε) on the same net,
     one batch and one step size per step, to float64 precision, moments included."""
-    torch.manual_seed(0)
-    net = MLP(4, 3, hidden_layer_sizes=(5,)).double()
-    forward = _unroll.make_forward(net, optimizer="adam")
+    net, forward, p0, x, y, batches = _optimizer_problem(optimizer="adam")
     assert forward.optimizer == "adam" and not isinstance(forward, _unroll.DenseReLUForward)
-    p0 = {k: v.detach().clone() for k, v in net.named_parameters()}
-    x = torch.randn(3, 4, dtype=torch.float64)
-    y = torch.softmax(torch.randn(3, 3, dtype=torch.float64), 1)
     lrs = torch.tensor([0.03, 0.02, 0.025, 0.01, 0.015], dtype=torch.float64)
-    batches = [torch.tensor([0, 2]), torch.tensor([1])]
     state = _unroll.unroll(forward, p0, x, y, lrs, batches)
     assert set(state) == (set(p0) | {_unroll.ADAM_M + k for k in p0}
                           | {_unroll.ADAM_S + k for k in p0})
 
     optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
-    for t, lr in enumerate(lrs.tolist()):
-        idx = batches[t % 2]
-        optimizer.param_groups[0]["lr"] = lr
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
-        optimizer.step()
+    _train_with(optimizer, net, x, y, lrs, batches)
     moved = 0.0
     for k, v in net.named_parameters():
         torch.testing.assert_close(state[k], v.detach(), rtol=0, atol=1e-12)
