@@ -265,7 +265,8 @@ def add_output_args(parser, stem):
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
                         help="where the .md, .json and .png files go")
     parser.add_argument("--name", default=None,
-                        help=f"output file stem (default: {stem}, or {stem}_quick with --quick)")
+                        help=f"output file stem (default: {stem}, or {stem}_quick with "
+                             "--quick)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--default-malloc", action="store_true",
                         help="keep the C library's default allocator (by default freed "

@@ -110,13 +110,14 @@ def parse_args(argv=None):
                              "two CPU cores); writes accuracy_quick.*")
     parser.add_argument("--datasets", nargs="+", choices=sorted(LOADERS),
                         help="(default: digits fashion_mnist)")
-    parser.add_argument("--ipc", nargs="+", type=int, help="images per class (default: 1 10 50)")
+    parser.add_argument("--ipc", nargs="+", type=int,
+                        help="images per class (default: 1 10 50)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS,
                         help="distilled and the coreset selectors to compare")
     parser.add_argument("--max-iter", type=int,
                         help="outer iterations of the distiller (each sees --batch-size real "
-                             "samples) (default: the distiller's for --module: 250 for convnet, "
-                             "else 500)")
+                             "samples) (default: the distiller's for --module: 250 for "
+                             "convnet, else 500)")
     parser.add_argument("--batch-size", type=int, default=256,
                         help="real samples per outer iteration of the distiller")
     parser.add_argument("--n-steps", type=int,
@@ -164,8 +165,8 @@ def parse_args(argv=None):
     parser.add_argument("--eval-module", choices=["mlp", "lenet", "convnet"], default=None,
                         help="network of protocol 2 (default: --module)")
     parser.add_argument("--eval-module-params", type=json.loads, default=None,
-                        help="constructor arguments of the protocol 2 network as JSON (default: "
-                             "--module-params when --eval-module is not given); "
+                        help="constructor arguments of the protocol 2 network as JSON "
+                             "(default: --module-params when --eval-module is not given); "
                              "'{}' is the module's own defaults, e.g. the literature's "
                              "width-128 depth-3 ConvNet")
     parser.add_argument("--distill-lr-init", type=_lr_init, default=None,
@@ -177,10 +178,10 @@ def parse_args(argv=None):
                              "(with --multi-formation F, F^2 per stored image)")
     parser.add_argument("--init-from", default=None, metavar="STEM",
                         help="start each distillation from a set written by --save-dir "
-                             "(STEM_<dataset>_ipc<ipc>.pt, same --ipc): its images (init=) and, "
-                             "with --learn-labels, its soft labels (label_init=); the network, "
-                             "unroll and step sizes are this run's options, so a set distilled "
-                             "with one network can be fine-tuned with another")
+                             "(STEM_<dataset>_ipc<ipc>.pt, same --ipc): its images (init=) "
+                             "and, with --learn-labels, its soft labels (label_init=); the "
+                             "network, unroll and step sizes are this run's options, so a set "
+                             "distilled with one network can be fine-tuned with another")
     parser.add_argument("--distill-inits", type=int, default=None,
                         help="θ0 draws per outer iteration of the distiller (its n_inits; "
                              "default: the distiller's own, 4)")
@@ -428,14 +429,18 @@ def report(results, args, meta):
         + (" (width 128, depth 3)" if args.eval_module == "convnet" else ""))
     distiller_settings = [
         f"`max_iter={args.max_iter}`", f"`batch_size={args.batch_size}`",
-        f"`n_steps={args.n_steps}` with learned step sizes", f"`learn_labels={args.learn_labels}`",
+        f"`n_steps={args.n_steps}` with learned step sizes",
+        f"`learn_labels={args.learn_labels}`",
         *([f"`n_inits={args.distill_inits}`"] if args.distill_inits else []),
-        *([f"soft labels started from a teacher's at `label_temperature={args.label_temperature}` "
-           f"(`label_init`: module `{args.module}` trained on the distiller's training split by "
-           f"Adam, lr 0.001, minibatches of 256, {args.label_teacher} epoch(s), inside the fit)"]
+        *(["soft labels started from a teacher's at "
+           f"`label_temperature={args.label_temperature}` "
+           f"(`label_init`: module `{args.module}` trained on the distiller's training "
+           f"split by Adam, lr 0.001, minibatches of 256, {args.label_teacher} epoch(s), "
+           "inside the fit)"]
           if args.label_teacher else []),
         *([f"`inner_lr_init={args.distill_lr_init}`"] if args.distill_lr_init else []),
-        *([f"initial images from `{args.distill_init}`"] if args.distill_init != "real" else []),
+        *([f"initial images from `{args.distill_init}`"]
+          if args.distill_init != "real" else []),
         *([f"`multi_formation={args.multi_formation}` (ipc counts the stored images; each "
            f"decodes into {args.multi_formation ** 2} training images, so the distilled set "
            f"trains on {args.multi_formation ** 2} x ipc images per class)"]
@@ -473,7 +478,8 @@ def report(results, args, meta):
         + ". Accuracy in % on the test "
         f"split, mean ± std over {args.n_inits} θ0 draws / training runs of one fitted set "
         f"per method (seed {args.seed}). Time: building the set (distil or select)"
-        + (f"; loaded: the distilled set was read from `{args.from_saved}_<dataset>_ipc<ipc>.pt`"
+        + ("; loaded: the distilled set was read from "
+           f"`{args.from_saved}_<dataset>_ipc<ipc>.pt`"
            ", fitted earlier with the options above" if args.from_saved else "") + ". "
         "**Bold**: best protocol 1 accuracy per block.",
     ]
@@ -510,7 +516,8 @@ def fit_summary(record):
     lr0, lr = record["inner_lr_init"], record["learned_lr"]
     return (f"{record['n_iter']} iterations, kept iteration {record['best_iter']}"
             + (f" (validation accuracy {val:.4g})" if val is not None else "")
-            + (f"; step sizes started at {lr0:.3g}" if lr0 is not None and math.isfinite(lr0) else "")
+            + (f"; step sizes started at {lr0:.3g}"
+               if lr0 is not None and math.isfinite(lr0) else "")
             + f"; learned step sizes {min(lr):.3g}-{max(lr):.3g}")
 
 
@@ -570,7 +577,8 @@ def main(argv=None):
             for ipc in args.ipc:
                 for method in args.methods:
                     bar.set_description(f"{ds} ipc={ipc} {method}")
-                    results[ds]["records"].append(run_one(method, ipc, d, args, device, bar, ds))
+                    results[ds]["records"].append(
+                        run_one(method, ipc, d, args, device, bar, ds))
                 import matplotlib.pyplot as plt
 
                 fig = figure(results, args)

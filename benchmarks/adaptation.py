@@ -325,7 +325,8 @@ def main(argv=None):
                           fig, args.out_dir)
     plt.close(fig)
     if drawn:
-        images = Path(args.out_dir) / f"{args.name.replace('adaptation', 'adaptation_images')}.png"
+        images = Path(args.out_dir) / (
+            f"{args.name.replace('adaptation', 'adaptation_images')}.png")
         fig = plot_distilled(drawn[0], title=f"{drawn[0].distilled_X_.shape[0]} distilled "
                              "images that adapt digit-pretrained LeNets to MNIST")
         fig.savefig(images, dpi=120, bbox_inches="tight")

@@ -61,7 +61,8 @@ def _config(text):
     try:
         n_inits, n_steps = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N_INITSxN_STEPS such as 4x10, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected N_INITSxN_STEPS such as 4x10, got {text!r}") from None
     if n_inits < 1 or n_steps < 1:
         raise argparse.ArgumentTypeError(f"both counts must be positive, got {text!r}")
     return n_inits, n_steps
@@ -124,9 +125,10 @@ def main(argv=None):
         if error > args.tolerance:
             raise SystemExit(f"{n_inits}x{n_steps}: the cores differ (relative error "
                              f"{error:.2e} > --tolerance {args.tolerance})")
-        repeats = {k: _repeats(lambda f=f: f(params0, leaves), args.min_call_time)
+        args_now = (params0, leaves)
+        repeats = {k: _repeats(lambda f=f, a=args_now: f(*a), args.min_call_time)
                    for k, f in steps.items()}
-        fns = {k: (lambda f=f, r=repeats[k]: [f(params0, leaves) for _ in range(r)])
+        fns = {k: (lambda f=f, r=repeats[k], a=args_now: [f(*a) for _ in range(r)])
                for k, f in steps.items()}
         times = speed.interleaved_times(fns, 0.0, args.rounds, args.rounds)
         ms = {k: 1e3 * statistics.median(v) / repeats[k] for k, v in times.items()}
@@ -151,8 +153,9 @@ def main(argv=None):
     if args.out_dir is not None:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         (args.out_dir / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-        payload = {"meta": meta, "config": {"baseline": args.baseline, "workload": args.workload,
-                                            "variant": args.variant, "rounds": args.rounds},
+        payload = {"meta": meta,
+                   "config": {"baseline": args.baseline, "workload": args.workload,
+                              "variant": args.variant, "rounds": args.rounds},
                    "records": records}
         (args.out_dir / f"{args.name}.json").write_text(json.dumps(payload, indent=1) + "\n")
         print(f"\nwrote {args.out_dir / args.name}.md, .json")

@@ -111,7 +111,8 @@ def parse_args(argv=None):
 def train_net(X, y, seed, epochs, width, depth, lr=2e-3, batch_size=128):
     """A ConvNet trained with Adam on (X, y): one well-trained θ0."""
     return _common.adam_train(lambda: ConvNet(SHAPE, 10, width=width, depth=depth), X, y,
-                              seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, shape=SHAPE)
+                              seed=seed, epochs=epochs, lr=lr, batch_size=batch_size,
+                              shape=SHAPE)
 
 
 def predict(net, X):

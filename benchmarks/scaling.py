@@ -108,8 +108,9 @@ def main(argv=None):
             for n in args.processes]
     md = "\n".join(["# Scaling of fit over processes (torch.distributed)", "",
                     *_common.stamp_lines(meta), "",
-                    f"Digits, MLP, n_inits={args.n_inits} draws per iteration in all (split over "
-                    f"processes), n_steps={args.n_steps}, {args.max_iter} iterations, "
+                    f"Digits, MLP, n_inits={args.n_inits} draws per iteration in all "
+                    f"(split over processes), n_steps={args.n_steps}, "
+                    f"{args.max_iter} iterations, "
                     f"{args.threads} torch thread(s) per process, validation off.", "",
                     _common.markdown_table(["processes", "iterations / s", "speed-up",
                                             "max |ΔX| vs 1 process"], rows)])

@@ -593,7 +593,8 @@ def report(results, args, meta):
         f"loss on a minibatch of {args.batch_size}, gradient with respect to the images and "
         "step sizes. "
         + (f"Every inner step is a heavy-ball step with momentum {args.inner_momentum:g} "
-           "(`torch.optim.SGD(momentum=...)`'s update; `DatasetDistiller(inner_momentum=...)`), "
+           "(`torch.optim.SGD(momentum=...)`'s update; "
+           "`DatasetDistiller(inner_momentum=...)`), "
            "in every variant and in the naive reference. " if args.inner_momentum else "")
         + "**naive**: Python loop over draws, `nn.Module` weights rewritten per "
         "step, `autograd.grad(create_graph=True)`, everything in memory. Core variants "
@@ -699,8 +700,8 @@ def figure(results, args):
 
     blocks = {k: v for k, v in results.items() if "timing" in v}
     n_cols = 1 + max([len({r["n_inits"] for r in b["timing"]}) for b in blocks.values()] or [1])
-    fig, axes = plt.subplots(max(len(blocks), 1), n_cols, figsize=(4.2 * n_cols, 3.6 * len(blocks)),
-                             squeeze=False)
+    fig, axes = plt.subplots(max(len(blocks), 1), n_cols,
+                             figsize=(4.2 * n_cols, 3.6 * len(blocks)), squeeze=False)
     names = ["naive", *CORE_VARIANTS]
     markers = dict(zip(names, "o^sv<>DPXh*"))
     colors = dict(zip(names, ["k", *(f"C{i}" for i in range(len(CORE_VARIANTS)))]))
@@ -813,9 +814,9 @@ def parse_args(argv=None):
                         help="torch CPU threads (also set OMP_NUM_THREADS to match)")
     parser.add_argument("--seed", type=int, default=0, help="data, θ0 draws")
     parser.add_argument("--tf32", action="store_true",
-                        help="CUDA: leave cuDNN's default TF32 convolutions on (off by default, "
-                             "as in skdistill's fits: TF32 puts a relative error of 0.1-2 into "
-                             "the ConvNet's meta-gradient)")
+                        help="CUDA: leave cuDNN's default TF32 convolutions on (off by "
+                             "default, as in skdistill's fits: TF32 puts a relative error of "
+                             "0.1-2 into the ConvNet's meta-gradient)")
     parser.add_argument("--device", default="cpu",
                         help="torch device of every variant: cpu, cuda, cuda:1 or auto (CUDA "
                              "if any); on CUDA, peak memory is torch.cuda.max_memory_allocated")

@@ -38,8 +38,8 @@ from _common import (  # noqa: E402
     progress,
     publish,
     seconds_per_iteration_figure,
-    start_run,
     stamp_lines,
+    start_run,
     timed_fit,
 )
 
@@ -97,7 +97,8 @@ def main(argv=None):
             fitted.setdefault(setting, est)
             n_threads[setting] = n
             bar.update(1)
-        diff = float(np.abs(fitted["serial"].distilled_X_ - fitted["threads"].distilled_X_).max())
+        diff = float(np.abs(fitted["serial"].distilled_X_
+                            - fitted["threads"].distilled_X_).max())
         scores = {s: fitted[s].best_validation_score_ for s in SETTINGS}
         median = {k: float(np.median(v)) for k, v in runs.items()}
         ratio = median["serial"] / median["threads"]

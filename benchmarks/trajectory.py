@@ -34,9 +34,9 @@ from _common import (  # noqa: E402
     markdown_table,
     progress,
     publish,
-    start_run,
     stamp_lines,
     standard_classifier,
+    start_run,
 )
 
 from skdistill import TrainingScorer  # noqa: E402
@@ -112,7 +112,8 @@ def run(args, device):
 
 
 def report(result, args, meta):
-    rows = [[it, f"{100 * r:.1f}", f"{100 * s:.1f}", "kept" if it == result["best_iter"] else ""]
+    rows = [[it, f"{100 * r:.1f}", f"{100 * s:.1f}",
+             "kept" if it == result["best_iter"] else ""]
             for it, r, s in zip(result["iterations"], result["learned_recipe"],
                                 result["standard_training"])]
     recipe, standard = (np.array(result[k]) for k in ("learned_recipe", "standard_training"))
@@ -122,14 +123,16 @@ def report(result, args, meta):
              f"`max_iter={args.max_iter}`, `multi_formation={args.multi_formation}`, "
              f"`learn_labels={args.learn_labels}`, seed {args.seed}), in "
              f"{result['fit_seconds']:.0f} s. At each validation point the state is scored "
-             f"on the distiller's held-out split ({result['n_held_out']} samples) by the learned recipe (5 fixed θ0 draws) and "
+             f"on the distiller's held-out split ({result['n_held_out']} samples) by the "
+             "learned recipe (5 fixed θ0 draws) and "
              f"by protocol 2 ({result['protocol2_runs']} network(s) `{args.eval_module}` "
              f"{args.eval_module_params}, {args.optimizer} lr {args.lr}, {args.epochs} epochs, "
              f"the same seeds at every point). The state kept is the {result['kept_by']}'s "
              "choice. Accuracy in %.", "",
              markdown_table(["iteration", "learned recipe", "protocol 2", ""], rows), "",
              f"Protocol 2 at the learned recipe's best point (iteration "
-             f"{result['iterations'][recipe.argmax()]}): {100 * standard[recipe.argmax()]:.1f}; "
+             f"{result['iterations'][recipe.argmax()]}): "
+             f"{100 * standard[recipe.argmax()]:.1f}; "
              f"at its own best (iteration {result['iterations'][standard.argmax()]}): "
              f"{100 * standard.max():.1f}."]
     lines += [f"\nWarning of the fit: {w}" for w in result["fit_warnings"]]

@@ -32,8 +32,8 @@ from _common import (  # noqa: E402
     progress,
     publish,
     seconds_per_iteration_figure,
-    start_run,
     stamp_lines,
+    start_run,
     timed_fit,
 )
 

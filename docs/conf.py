@@ -1,6 +1,7 @@
 """Sphinx configuration of the skdistill documentation.
 
-Build (from the repository root): ``python -m sphinx -W --keep-going -b html docs docs/_build/html``
+Build (from the repository root):
+``python -m sphinx -W --keep-going -b html docs docs/_build/html``
 or ``make -C docs html``. The gallery examples in ``docs/examples/`` run during the build.
 """
 
@@ -14,8 +15,9 @@ from pathlib import Path
 # machine. Set before torch is imported (by autodoc or the first example).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import skdistill  # noqa: E402  (after the thread setting)
 from sphinx_gallery.sorting import ExplicitOrder  # noqa: E402
+
+import skdistill  # noqa: E402  (after the thread setting)
 
 project = "skdistill"
 author = "the skdistill developers"
@@ -185,7 +187,10 @@ def _write_benchmark_tables():
         if results is not None and (results / name).is_file():
             lines += _benchmark_table(results / name, title)
         else:
-            lines += [f".. note:: ``{_RESULTS}/{name}`` was not found when this page was built.", ""]
+            lines += [
+                f".. note:: ``{_RESULTS}/{name}`` was not found when this page was built.",
+                "",
+            ]
     target = _DOCS / "user_guide" / "benchmark_results.inc"
     text = "\n".join(lines)
     if not target.is_file() or target.read_text(encoding="utf-8") != text:

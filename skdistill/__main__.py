@@ -55,9 +55,11 @@ def _demo(args):
         return f"{100 * np.mean(values):5.1f}% ± {100 * np.std(values):4.1f}"
 
     def standard(sampler, runs=5):
-        return [DistilledClassifier(sampler, training="standard", random_state=k,
-                                    device=args.device).fit(X_train, y_train).score(X_test, y_test)
-                for k in range(runs)]
+        return [
+            DistilledClassifier(sampler, training="standard", random_state=k,
+                                device=args.device).fit(X_train, y_train).score(X_test, y_test)
+            for k in range(runs)
+        ]
 
     rows = []
     recipe = distiller.evaluate(X_test, y_test, n_inits=5, random_state=1)
@@ -377,8 +379,9 @@ def _evaluate(args):
         raise ValueError(f"{dataset} has no test split (X_test, y_test).")
     X_test, y_test = data.X_test, data.y_test
     if X_test.shape[1] != distiller.n_features_in_:
-        raise ValueError(f"{args.file} was distilled from samples of {distiller.n_features_in_} "
-                         f"features, but the test split of {dataset} has {X_test.shape[1]}.")
+        raise ValueError(f"{args.file} was distilled from samples of "
+                         f"{distiller.n_features_in_} features, but the test split of "
+                         f"{dataset} has {X_test.shape[1]}.")
     names = manifest.get("metadata", {}).get("class_names") or None
     label = (lambda c: names[list(distiller.classes_).index(c)]) if names else str
     print(f"{args.file}: {distiller.distilled_X_.shape[0]} synthetic samples, "
@@ -394,8 +397,8 @@ def _evaluate(args):
         runs = []
         for k in range(args.n_inits):
             clf = DistilledClassifier(_SavedSet(str(args.file)), training="standard",
-                                      max_epochs=args.standard_epochs, random_state=args.seed + k,
-                                      device=args.device)
+                                      max_epochs=args.standard_epochs,
+                                      random_state=args.seed + k, device=args.device)
             # fit validates the real training split; the network trains on the saved set only
             runs.append(clf.fit(data.X_train, data.y_train).score(X_test, y_test))
         runs = np.array(runs)
@@ -616,8 +619,8 @@ def _parser():
                         "real samples of SRC")
     d.add_argument("--label-init", metavar="NPY",
                    help="starting soft labels: a .npy array of shape (samples, classes) "
-                        "whose rows sum to 1, rows ordered as the synthetic samples (grouped by "
-                        "sorted class; with --multi-formation F, F*F decoded samples per "
+                        "whose rows sum to 1, rows ordered as the synthetic samples (grouped "
+                        "by sorted class; with --multi-formation F, F*F decoded samples per "
                         "stored image), columns as the sorted classes; kept fixed without "
                         "--learn-labels")
     d.add_argument("--label-temperature", type=_positive_float, default=1.0, metavar="T",

@@ -661,8 +661,8 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
         loss = meta_loss(forward, params0, *syn, batches, x_real, y_real, vectorize,
                          start=begin, stop=end)
         grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-        return loss.detach(), [torch.zeros_like(l) if g is None else g
-                               for l, g in zip(leaves, grads)]
+        return loss.detach(), [torch.zeros_like(leaf) if g is None else g
+                               for leaf, g in zip(leaves, grads)]
 
     def run(params, x_syn, y_syn, lrs, start, stop):
         return _map_draws(
@@ -685,7 +685,7 @@ def meta_value_and_grad(forward, params0, make_synthetic, leaves, batches, x_rea
     # the optimiser buffers of a training state (momentum, Adam) do not enter the loss: zeros
     grad_final = torch.autograd.grad(loss, [final[k] for k in keys], allow_unused=True,
                                      materialize_grads=True)
-    totals = [torch.zeros_like(l) for l in leaves]
+    totals = [torch.zeros_like(leaf) for leaf in leaves]
 
     def reverse_leaf(params, start, stop, grad_params):
         # recompute the segment with a graph, then pull the gradient back to its start and
@@ -758,8 +758,8 @@ class CompiledMetaGradient:
             try:
                 loss = self._compiled(params0, x_real, y_real, *leaves)
                 grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-                return loss.detach(), [torch.zeros_like(l) if g is None else g
-                                       for l, g in zip(leaves, grads)]
+                return loss.detach(), [torch.zeros_like(leaf) if g is None else g
+                                       for leaf, g in zip(leaves, grads)]
             except Exception as exc:
                 self._fall_back(exc)
         return meta_value_and_grad(self.forward, params0, self.make_synthetic, leaves,
@@ -915,7 +915,7 @@ def _dense_meta_value_and_grad(forward, params0, syn, leaves, batches, x_real,
             outputs.append(out)
             cotangents.append(cot)
     grads = torch.autograd.grad(outputs, leaves, grad_outputs=cotangents, allow_unused=True)
-    return loss, [torch.zeros_like(l) if g is None else g for l, g in zip(leaves, grads)]
+    return loss, [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, grads)]
 
 
 def _rows(tensor, idx):

@@ -6,13 +6,13 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from scipy.special import softmax
-from skorch import NeuralNetClassifier
-from skorch.callbacks import Callback, LRScheduler
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback, LRScheduler
 from torch import nn
 from torch.utils.data import DataLoader
 

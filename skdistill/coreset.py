@@ -224,7 +224,9 @@ class CoresetSelector(ScoredSamplerMixin, BaseEstimator, metaclass=ABCMeta):
         net = self.module_
         forward = _unroll.make_forward(net, self.input_shape_)
         vectorize = _unroll.choose_vectorize(forward, net, n_inits, device.type)
-        as_t = lambda a: torch.as_tensor(np.array(a, dtype=np.float32), device=device)
+        def as_t(a):
+            return torch.as_tensor(np.array(a, dtype=np.float32), device=device)
+
         with torch.no_grad():
             params0 = sample_params(("random", None), net, n_inits, rng, device)
             x_syn = as_t(self.distilled_X_)

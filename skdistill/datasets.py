@@ -297,7 +297,10 @@ def _load_idx(folder, target_names):
                 f"shape {y.shape}; expected (n, height, width) and (n,)."
             )
     h, w = arrays["X_train"].shape[1:]
-    flat = lambda a: (a.reshape(a.shape[0], -1) / np.float32(255)).astype(np.float32)
+
+    def flat(a):
+        return (a.reshape(a.shape[0], -1) / np.float32(255)).astype(np.float32)
+
     return _bunch(
         flat(arrays["X_train"]), arrays["y_train"].astype(np.int64),
         flat(arrays["X_test"]), arrays["y_test"].astype(np.int64),

@@ -13,8 +13,13 @@ from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import (HasMethods, Interval, Options, RealNotInt,
-                                             StrOptions)
+from sklearn.utils._param_validation import (
+    HasMethods,
+    Interval,
+    Options,
+    RealNotInt,
+    StrOptions,
+)
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
@@ -24,8 +29,14 @@ from ._base import ScoredSamplerMixin
 from ._validation import restore_on_error
 from .augment import augment_steps, check_strategy
 from .nets import MAX_SEED as _MAX_SEED
-from .nets import (check_input_shape, default_module_params, make_module, param_dict,
-                   reset_parameters, sample_params)
+from .nets import (
+    check_input_shape,
+    default_module_params,
+    make_module,
+    param_dict,
+    reset_parameters,
+    sample_params,
+)
 
 __all__ = ["DatasetDistiller"]
 
@@ -38,10 +49,10 @@ _MAX_VALIDATION_SAMPLES = 2000
 _FULL_MEMORY_STEPS = 20
 # inner_lr_init=None: measured for the built-in MLP; "auto" for other modules
 _MLP_INNER_LR = 0.2
-# (n_steps, max_iter) that None stands for, by module: the built-in ConvNet gains about 2 points of
-# Fashion-MNIST accuracy from twice the unroll for half the iterations, in the same time
-# (benchmarks/results/accuracy_fashion_mnist_convnet_default_steps20_seed*.md); the MLP's
-# 10 steps are the digits demo's.
+# (n_steps, max_iter) that None stands for, by module: the built-in ConvNet gains about 2
+# points of Fashion-MNIST accuracy from twice the unroll for half the iterations, in the same
+# time (benchmarks/results/accuracy_fashion_mnist_convnet_default_steps20_seed*.md); the
+# MLP's 10 steps are the digits demo's.
 _FIT_LENGTH = {"convnet": (20, 250)}
 _FIT_LENGTH_OTHER = (10, 500)
 # candidates of inner_lr_init="auto": 0.001 to 1, a quarter decade apart (SGD steps), and
@@ -655,7 +666,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         rng = check_random_state(random_state)
-        params0 = sample_params(self._model_init_spec, self.module_, 1, rng, torch.device("cpu"))
+        params0 = sample_params(self._model_init_spec, self.module_, 1, rng,
+                                torch.device("cpu"))
         net = copy.deepcopy(self.module_)
         net.load_state_dict({k: v[0] for k, v in params0.items()}, strict=False)
         return net.train()
@@ -920,9 +932,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 pool = np.flatnonzero(y_enc == c)
                 if pool.shape[0] < slots.shape[0]:
                     warnings.warn(
-                        f"class {classes.tolist()[c]!r} has {pool.shape[0]} samples, fewer than its "
-                        f"{slots.shape[0]} synthetic samples; init='real' repeats some of "
-                        "them with small noise.",
+                        f"class {classes.tolist()[c]!r} has {pool.shape[0]} samples, fewer "
+                        f"than its {slots.shape[0]} synthetic samples; init='real' repeats "
+                        "some of them with small noise.",
                         UserWarning,
                     )
                 pick = rng.choice(pool, slots.shape[0], replace=pool.shape[0] < slots.shape[0])
@@ -970,14 +982,18 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             try:
                 proba = np.asarray(spec, dtype=np.float64)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"label_init is not an array of probabilities: {exc}") from None
+                raise ValueError(
+                    f"label_init is not an array of probabilities: {exc}"
+                ) from None
             what = "label_init has"
         if proba.shape != expected:
             raise ValueError(
                 f"{what} shape {proba.shape}; expected (n_distilled, n_classes) = {expected}."
             )
         if not np.isfinite(proba).all() or proba.min() < 0:
-            raise ValueError(f"{what} negative, NaN or infinite values; expected probabilities.")
+            raise ValueError(
+                f"{what} negative, NaN or infinite values; expected probabilities."
+            )
         sums = proba.sum(axis=1)
         if np.abs(sums - 1).max() > 1e-3:
             row = int(np.argmax(np.abs(sums - 1)))
@@ -1019,7 +1035,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
             return ("list", [param_dict(template)])
         items = spec if isinstance(spec, list) else [spec]
         if not items:
-            raise ValueError("model_init is an empty list; give at least one module or state dict.")
+            raise ValueError(
+                "model_init is an empty list; give at least one module or state dict."
+            )
         states = []
         for i, item in enumerate(items):
             if isinstance(item, nn.Module):
@@ -1204,8 +1222,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 if world > 1:
                     torch.distributed.broadcast(score, src=0)
                 if torch.isnan(score):
-                    warnings.warn(f"validation_scoring returned nan at iteration {n_iter}; a nan "
-                                  "score never counts as the best.", RuntimeWarning)
+                    warnings.warn(f"validation_scoring returned nan at iteration {n_iter}; "
+                                  "a nan score never counts as the best.", RuntimeWarning)
                 return score.item()
             with torch.no_grad():
                 params0 = sample_params(p_init, net, n_val_draws,
@@ -1223,7 +1241,9 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                     torch.distributed.broadcast(score, src=0)
                 return score.item()
 
-        snapshot = lambda st: {k: v.detach().clone() for k, v in st.items()}
+        def snapshot(st):
+            return {k: v.detach().clone() for k, v in st.items()}
+
         if resume is not None:
             n_iter0 = resume["n_iter"]
             loss_curve, val_scores, val_iters = (
@@ -1608,10 +1628,13 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         with torch.no_grad():
             final = self._final_params(n_inits, rng)
             x = torch.as_tensor(np.array(X, dtype=np.float32), device=self._device_for_eval())
-            pred = _unroll.predict_stacked(_unroll.make_forward(self.module_, self.input_shape_),
-                                           final, x).cpu().numpy()
+            pred = _unroll.predict_stacked(
+                _unroll.make_forward(self.module_, self.input_shape_), final, x
+            ).cpu().numpy()
         known = np.isin(y, self.classes_)
-        y_idx = np.where(known, np.searchsorted(self.classes_, np.where(known, y, self.classes_[0])), -1)
+        y_idx = np.where(known,
+                         np.searchsorted(self.classes_, np.where(known, y, self.classes_[0])),
+                         -1)
         return pred == y_idx[None, :]
 
 
@@ -1720,12 +1743,14 @@ def _fingerprint(est, n_features, classes):
         "learn_labels": bool(est.learn_labels),
         "soft_labels": bool(est.learn_labels or est.label_init is not None),
         "inner_optimizer": str(est.inner_optimizer),
+        "inner_momentum": float(est.inner_momentum),
     }
 
 
 def _rng_state_to(state):
     name, keys, pos, has_gauss, cached = state
-    return [name, torch.as_tensor(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+    return [name, torch.as_tensor(keys.astype(np.int64)), int(pos), int(has_gauss),
+            float(cached)]
 
 
 def _rng_state_from(saved):
@@ -1754,20 +1779,20 @@ def _read_checkpoint(path):
             "start afresh."
         ) from None
     if not isinstance(payload, dict) or tuple(payload.get("format", ())) != _CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(
             f"checkpoint file {os.fspath(path)!r} is not a skdistill checkpoint of format "
-            f"{_CHECKPOINT_FORMAT[1]} (found {payload.get('format') if isinstance(payload, dict) else type(payload).__name__})."
+            f"{_CHECKPOINT_FORMAT[1]} (found {found})."
         )
     return payload
 
 
 def _check_checkpoint_fits(payload, est, n_features, classes):
     expected = _fingerprint(est, n_features, classes)
-    # files written before multi_formation existed hold no entry for it: they had one
-    # nor for label_init, whose soft labels were then the learned ones, nor for
-    # inner_optimizer (SGD steps only)
+    # Files older than an entry hold none for it; they were written by fits that had one
+    # formation, learned soft labels only (no label_init) and plain SGD steps.
     found = {"multi_formation": 1, "soft_labels": payload["fingerprint"].get("learn_labels"),
-             "inner_optimizer": "sgd", **payload["fingerprint"]}
+             "inner_optimizer": "sgd", "inner_momentum": 0.0, **payload["fingerprint"]}
     diff = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
     if diff:
         detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())

@@ -9,7 +9,6 @@ parameters, which is what the unrolled inner loop needs.
 import copy
 import inspect
 import math
-
 from numbers import Integral
 
 import numpy as np
@@ -313,8 +312,8 @@ def make_module(module, module_params, n_features, n_classes, input_shape):
         inspect.isclass(module) and issubclass(module, nn.Module)
     ):
         raise ValueError(
-            f"module={_describe(module)} must be 'mlp', 'lenet', 'convnet', an nn.Module subclass or "
-            "an nn.Module instance."
+            f"module={_describe(module)} must be 'mlp', 'lenet', 'convnet', an nn.Module "
+            "subclass or an nn.Module instance."
         )
     try:
         net = build_module(module, module_params, n_features, n_classes, input_shape)
@@ -332,13 +331,13 @@ def make_module(module, module_params, n_features, n_classes, input_shape):
             out = net(probe)
     except Exception as exc:
         raise ValueError(
-            f"module={_describe(module)} fails on a batch of samples of shape {tuple(probe.shape[1:])} "
-            f"(input_shape={input_shape!r}): {exc}"
+            f"module={_describe(module)} fails on a batch of samples of shape "
+            f"{tuple(probe.shape[1:])} (input_shape={input_shape!r}): {exc}"
         ) from None
     if out.ndim != 2 or out.shape[1] != n_classes:
         raise ValueError(
-            f"module={_describe(module)} outputs shape {tuple(out.shape)} for 2 samples, but y has "
-            f"{n_classes} classes: it must output (n_samples, {n_classes}) logits."
+            f"module={_describe(module)} outputs shape {tuple(out.shape)} for 2 samples, but "
+            f"y has {n_classes} classes: it must output (n_samples, {n_classes}) logits."
         )
     return net
 

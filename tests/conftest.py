@@ -7,7 +7,6 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-
 # Tests are tiny: one torch thread avoids oversubscribing the cores when pytest workers or
 # GridSearchCV(n_jobs=2) run beside each other.
 torch.set_num_threads(1)

@@ -37,7 +37,7 @@ def test_augmentation_is_a_function_of_the_generator_state():
 def test_augmentation_gradient_matches_finite_differences():
     x = _images(n=2).requires_grad_()
     for name in ("scale", "rotate", "crop", "color", "cutout"):
-        def f(t):
+        def f(t, name=name):
             return augment_images(t, torch.Generator().manual_seed(3), (name,))
         assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-5)
 

@@ -137,7 +137,8 @@ def test_standard_training_of_the_benchmarks_uses_soft_labels_when_given():
 
 def test_standard_training_of_the_benchmarks_takes_minibatches():
     common, split = _protocol2_on_digits()
-    standard_classifier, standard_training = common.standard_classifier, common.standard_training
+    standard_classifier, standard_training = (common.standard_classifier,
+                                              common.standard_training)
     kw = dict(seeds=[0, 1], max_epochs=5, lr=0.05, optimizer="sgd", module="mlp",
               module_params=None, input_shape=None, device="cpu")
     assert standard_classifier(**{k: v for k, v in kw.items() if k != "seeds"},
@@ -157,7 +158,8 @@ def test_accuracy_benchmark_reports_protocol_2_with_augmentation(tmp_path):
         check=True, cwd=ROOT, timeout=600,
     )
     assert "2 with DSA augmentation" in (tmp_path / "acc_dsa.md").read_text()
-    (record,) = json.loads((tmp_path / "acc_dsa.json").read_text())["results"]["digits"]["records"]
+    (record,) = json.loads(
+        (tmp_path / "acc_dsa.json").read_text())["results"]["digits"]["records"]
     plain, dsa = record["standard_training"], record["standard_training_dsa"]
     assert len(dsa) == 2 and all(0.3 < a <= 1.0 for a in plain + dsa)
     assert dsa != plain  # trained on transformed copies: not the same networks
@@ -174,7 +176,8 @@ def test_accuracy_benchmark_evaluates_a_saved_set_again_with_an_lr_schedule(tmp_
                     "--lr-schedule", "step"], check=True, cwd=ROOT, timeout=600)
 
     def record(name):
-        (r,) = json.loads((tmp_path / f"{name}.json").read_text())["results"]["digits"]["records"]
+        (r,) = json.loads(
+            (tmp_path / f"{name}.json").read_text())["results"]["digits"]["records"]
         return r
 
     fitted, loaded = record("fit"), record("again")
@@ -240,7 +243,8 @@ def test_accuracy_benchmark_starts_a_fit_from_a_saved_set(bench_script, tmp_path
     args = acc.parse_args([a for a in base if a != "--learn-labels"] + ["--ipc", "2"])
     assert acc.build("distilled", 2, None, args, "cpu", "digits").label_init is None
     # another number of images per class: refused with both counts
-    (tmp_path / "fit_digits_ipc1.pt").write_bytes((tmp_path / "fit_digits_ipc2.pt").read_bytes())
+    (tmp_path / "fit_digits_ipc1.pt").write_bytes(
+        (tmp_path / "fit_digits_ipc2.pt").read_bytes())
     args = acc.parse_args(base + ["--ipc", "1"])
     with pytest.raises(ValueError, match="the saved set has 20 images, this run distils 10"):
         acc.build("distilled", 1, None, args, "cpu", "digits")
@@ -295,8 +299,9 @@ def test_accuracy_benchmark_starts_the_distiller_from_a_selector_s_images(bench_
 
     acc = bench_script("accuracy")
     args = acc.parse_args(["--datasets", "digits", "--ipc", "1", "--module", "convnet",
-                           "--module-params", '{"width": 2, "depth": 1}', "--multi-formation",
-                           "2", "--distill-init", "herding", "--max-iter", "1", "--n-steps", "2"])
+                           "--module-params", '{"width": 2, "depth": 1}',
+                           "--multi-formation", "2", "--distill-init", "herding",
+                           "--max-iter", "1", "--n-steps", "2"])
     data = acc.load("digits", None)
     est = acc.build("distilled", 1, data, args, torch.device("cpu"))
     picked, classes = Herding(n_distilled=40, random_state=0).fit_resample(data.X_train,
@@ -337,11 +342,12 @@ def test_accuracy_benchmark_records_an_interrupted_fit_in_its_table(bench_script
     results = {"digits": {"info": {"n_train": len(data.y_train), "n_test": len(data.y_test),
                                    "image_shape": data.image_shape}, "records": [record]}}
     table = acc.report(results, args, bench_script("_common").stamp(device))
-    assert "Warning of the fit of distilled (DatasetDistiller), ipc 1: the fit was interrupted" \
-        in table
+    assert ("Warning of the fit of distilled (DatasetDistiller), ipc 1: the fit was interrupted"
+            in table)
     lr = record["learned_lr"]
     assert (f"Fit of distilled (DatasetDistiller), ipc 1: 7 iterations, kept iteration "
-            f"{record['best_iter']} (validation accuracy {record['best_validation_score']:.4g}); "
+            f"{record['best_iter']} (validation accuracy "
+            f"{record['best_validation_score']:.4g}); "
             f"step sizes started at {record['inner_lr_init']:.3g}; learned step sizes "
             f"{min(lr):.3g}-{max(lr):.3g}.") in table
 

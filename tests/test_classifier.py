@@ -1,4 +1,5 @@
-"""DistilledClassifier: a skorch network trained on the distilled set, by recipe or by epochs."""
+"""DistilledClassifier: a skorch network trained on the distilled set, by recipe or by
+epochs."""
 
 import numpy as np
 import pytest
@@ -152,8 +153,10 @@ def test_lr_schedule_is_refused_for_the_learned_recipe(digits_split):
 
 def test_standard_training_is_reproducible_with_random_state(digits_split):
     X_train, X_test, y_train, _ = digits_split
-    make = lambda: DistilledClassifier(quick_distiller(n_distilled=20), training="standard",
-                                       batch_size=5, max_epochs=5, random_state=1)
+
+    def make():
+        return DistilledClassifier(quick_distiller(n_distilled=20), training="standard",
+                                   batch_size=5, max_epochs=5, random_state=1)
 
     first = make().fit(X_train, y_train).predict_proba(X_test)
     second = make().fit(X_train, y_train).predict_proba(X_test)
@@ -175,8 +178,8 @@ def test_sampler_without_a_module_uses_the_module_parameter(digits_split):
 
     X_train, X_test, y_train, y_test = digits_split
     clf = DistilledClassifier(RandomUnderSampler(random_state=0), training="standard",
-                              module_params={"hidden_layer_sizes": (16,)}, lr=0.05, max_epochs=20,
-                              random_state=0).fit(X_train, y_train)
+                              module_params={"hidden_layer_sizes": (16,)}, lr=0.05,
+                              max_epochs=20, random_state=0).fit(X_train, y_train)
 
     assert clf.net_.module_.layers[0].weight.shape == (16, 64)
     assert clf.score(X_test, y_test) > 0.8

@@ -218,7 +218,8 @@ def test_backprop_window_option_reaches_the_distiller(capsys, tmp_path):
     assert code == 2 and "backprop_window=7 is longer than the unroll (n_steps=6)" in err
     code, _, err = run(capsys, "distill", "digits", "-o", path,
                        "--params", '{"backprop_window": 3}')
-    assert code == 2 and "'backprop_window' has an option of its own: use --backprop-window" in err
+    assert code == 2 and ("'backprop_window' has an option of its own: use --backprop-window"
+                          in err)
 
 
 def test_label_init_file_sets_fixed_soft_labels(capsys, tmp_path):

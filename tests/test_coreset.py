@@ -41,7 +41,8 @@ def test_class_balance_shapes_and_labels(cls, digits):
     X_sel, y_sel = cls(23, random_state=0).fit_resample(X_train, y_train)
     assert X_sel.shape == (23, 64)
     # 23 over 10 classes: the first three classes take one more, rows ordered by class.
-    assert y_sel.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + sum(([c] * 2 for c in range(3, 10)), [])
+    assert y_sel.tolist() == ([0] * 3 + [1] * 3 + [2] * 3
+                              + sum(([c] * 2 for c in range(3, 10)), []))
 
 
 @pytest.mark.parametrize("cls", ALL)
@@ -198,7 +199,8 @@ class _Counting(RandomSelector):
 
 @pytest.mark.parametrize("params, data, message", [
     ({"n_distilled": 2}, "three", r"n_distilled=2 is smaller than the number of classes \(3\)"),
-    ({"n_distilled": 9}, "short", r"class 2 has 2 samples, fewer than the 3 it must contribute"),
+    ({"n_distilled": 9}, "short",
+     r"class 2 has 2 samples, fewer than the 3 it must contribute"),
     ({"n_distilled": 4}, "single", r"y has 1 class \(0\)"),
     ({"n_distilled": 3, "module_params": {"depth": 3}}, "three",
      r"module_params=\{'depth': 3\} do not fit"),
@@ -230,8 +232,10 @@ def test_distillation_beats_every_selector_at_one_image_per_class(digits):
     X_train, X_test, y_train, y_test = digits
     distiller = DatasetDistiller(10, max_iter=300, random_state=0).fit(X_train, y_train)
     distilled = distiller.score(X_test, y_test)
-    baselines = {cls.__name__: cls(10, random_state=0).fit(X_train, y_train).score(X_test, y_test)
-                 for cls in ALL}
+    baselines = {
+        cls.__name__: cls(10, random_state=0).fit(X_train, y_train).score(X_test, y_test)
+        for cls in ALL
+    }
     # Measured on CPU: distilled 0.90; best selector (class means) 0.79.
     assert distilled > 0.85
     assert distilled >= max(baselines.values()) + 0.05, (distilled, baselines)

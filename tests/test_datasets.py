@@ -104,7 +104,8 @@ def test_malformed_idx_file_is_reported(tmp_path):
 def test_idx_labels_and_images_must_agree(tmp_path):
     write_mnist_like(tmp_path)
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(5))
-    with pytest.raises(ValueError, match=r"images of shape \(6, 5, 5\) and labels of shape \(5,"):
+    with pytest.raises(ValueError,
+                       match=r"images of shape \(6, 5, 5\) and labels of shape \(5,"):
         load_mnist(data_home=tmp_path)
 
 
@@ -155,7 +156,8 @@ def test_cifar10_batches_read_back_channels_first(tmp_path):
     # The python batches store the red plane first: rows reshape to (3, 32, 32).
     np.testing.assert_allclose(data.X_train[0].reshape(3, 32, 32)[0] * 255,
                                first[:1024].reshape(32, 32), atol=1e-4)
-    assert data.y_train.tolist() == sum((written[f"data_batch_{i}"][1] for i in range(1, 6)), [])
+    assert data.y_train.tolist() == sum(
+        (written[f"data_batch_{i}"][1] for i in range(1, 6)), [])
     assert data.y_test.tolist() == written["test_batch"][1]
 
 

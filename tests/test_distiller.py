@@ -40,7 +40,8 @@ def test_fit_sets_the_documented_attributes(tiny_data):
 def test_validation_holds_out_at_most_2000_samples(digits_split):
     X_train, _, y_train, _ = digits_split
     X, y = np.tile(X_train, (4, 1)), np.tile(y_train, 4)  # 5,028 rows
-    d = fast(n_distilled=10, validation_fraction=0.5, max_iter=4, validation_interval=2).fit(X, y)
+    d = fast(n_distilled=10, validation_fraction=0.5, max_iter=4,
+             validation_interval=2).fit(X, y)
     # 4 validation draws over 2,000 samples: every score is a multiple of 1/8,000
     # (of 1/10,056 for the uncapped 2,514)
     counts = np.array(d.validation_scores_) * 8000
@@ -259,7 +260,7 @@ def test_conv_modules_restore_images_from_flat_rows(digits_split):
         assert d.distilled_X_.shape == (10, 64)
 
 
-# --------------------------------------------------------------------------- the fit's guarantees
+# ------------------------------------------------------------------------- the fit's guarantees
 
 
 def test_same_seed_same_result_and_other_seed_differs(tiny_data):
@@ -367,7 +368,8 @@ def test_digits_one_image_per_class_fixed_init_learned_labels(digits_split):
 def test_inner_momentum_is_part_of_the_recipe(digits_split, tmp_path):
     """A set distilled with inner momentum is replayed with it by train_model and score,
     also once saved and loaded; without it the same set trains another network (the
-    learned DistilledClassifier: tests/test_classifier.py)."""
+    learned DistilledClassifier: tests/test_classifier.py); its checkpoint is resumed only
+    with the same momentum."""
     X_train, X_test, y_train, y_test = digits_split
     d = fast(n_distilled=10, inner_momentum=0.9, learn_labels=True, max_iter=20,
              n_steps=5).fit(X_train, y_train)
@@ -384,18 +386,31 @@ def test_inner_momentum_is_part_of_the_recipe(digits_split, tmp_path):
     other = plain.train_model(random_state=3).state_dict()
     assert max((other[k] - theta[k]).abs().max().item() for k in theta) > 1e-3
 
+    path = tmp_path / "momentum.ckpt"
+    fast(n_distilled=10, inner_momentum=0.9, max_iter=2, n_steps=5,
+         checkpoint=path).fit(X_train, y_train)
+    for mu in (0.0, 0.5):
+        resumed = fast(n_distilled=10, inner_momentum=mu, max_iter=4, n_steps=5,
+                       checkpoint=path, warm_start=True)
+        with pytest.raises(ValueError, match=f"inner_momentum: checkpoint 0.9, now {mu}"):
+            resumed.fit(X_train, y_train)
+        assert not hasattr(resumed, "distilled_X_")
+
 
 def test_inner_adam_is_part_of_the_recipe_and_starts_on_its_own_scale(digits_split, tmp_path):
     """Adam steps: ``inner_lr_init=None`` scans Adam's step sizes (0.0001 to 0.1) even for
-    the MLP; train_model and score replay Adam steps, also once saved and loaded; SGD steps
-    with the same step sizes train another network; and a checkpoint of an SGD fit is not
-    resumed by an Adam one."""
+    the MLP; a refit with the same random_state gives the same set; train_model and score
+    replay Adam steps, also once saved and loaded; SGD steps with the same step sizes train
+    another network; and a checkpoint of an SGD fit is not resumed by an Adam one."""
     X_train, X_test, y_train, y_test = digits_split
     d = fast(n_distilled=10, inner_optimizer="adam", max_iter=20,
              n_steps=5).fit(X_train, y_train)
     assert 1e-4 <= d.inner_lr_init_ <= 0.1 and d.inner_lr_init_ != 0.2
     theta = {k: v.detach() for k, v in d.train_model(random_state=3).state_dict().items()}
     assert d.score(X_test, y_test) > 0.5
+    again = clone(d).fit(X_train, y_train)  # the same random_state, the same set
+    np.testing.assert_array_equal(again.distilled_X_, d.distilled_X_)
+    np.testing.assert_array_equal(again.learned_lr_, d.learned_lr_)
 
     d.save(tmp_path / "adam.pt")
     loaded = DatasetDistiller.load(tmp_path / "adam.pt")
@@ -593,7 +608,7 @@ def test_fit_and_evaluate_run_without_tf32_and_restore_the_settings(tiny_data):
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-# --------------------------------------------------------------------------- scikit-learn protocol
+# ------------------------------------------------------------------------ scikit-learn protocol
 
 
 def test_clone_get_set_params_and_pickle(tiny_data):

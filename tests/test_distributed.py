@@ -130,5 +130,6 @@ def test_only_rank_0_runs_the_validation_scoring(tmp_path):
     # validation at iterations 0, 4, 8, 12, each scored once, by rank 0
     assert (tmp_path / "ranks-0.log").read_text().count("scored") == 4
     assert not (tmp_path / "ranks-1.log").exists()
-    np.testing.assert_array_equal(np.load(f"{out}-0-scores.npy"), np.load(f"{out}-1-scores.npy"))
+    np.testing.assert_array_equal(np.load(f"{out}-0-scores.npy"),
+                                  np.load(f"{out}-1-scores.npy"))
     np.testing.assert_array_equal(np.load(f"{out}-0.npy"), np.load(f"{out}-1.npy"))

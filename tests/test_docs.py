@@ -1,4 +1,5 @@
-"""The documentation builds with warnings as errors, covers the public API and draws its figures.
+"""The documentation builds with warnings as errors, covers the public API and draws its
+figures.
 
 One build (a few minutes: the gallery examples run) in a temporary copy of ``docs/``, shared
 by the tests below. Skipped when the ``docs`` extra (Sphinx, numpydoc, sphinx-gallery) is not

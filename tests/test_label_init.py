@@ -34,7 +34,8 @@ def test_given_labels_start_the_learned_ones(tiny_data):
     X, y = tiny_data
     start = fast(n_distilled=3, label_init=P, learn_labels=True, **FROZEN).fit(X, y)
     np.testing.assert_allclose(start.distilled_y_proba_, P, atol=1e-6)
-    learned = fast(n_distilled=3, label_init=P, learn_labels=True, validation_fraction=0).fit(X, y)
+    learned = fast(n_distilled=3, label_init=P, learn_labels=True,
+                   validation_fraction=0).fit(X, y)
     assert np.abs(learned.distilled_y_proba_ - P).max() > 1e-3
     np.testing.assert_allclose(learned.distilled_y_proba_.sum(1), 1.0, atol=1e-6)
 
@@ -89,7 +90,8 @@ def test_the_teacher_labels_the_decoded_images(digits_split):
 @pytest.mark.parametrize(
     "label_init, match",
     [
-        (P[:2], r"label_init has shape \(2, 3\); expected \(n_distilled, n_classes\) = \(3, 3\)"),
+        (P[:2],
+         r"label_init has shape \(2, 3\); expected \(n_distilled, n_classes\) = \(3, 3\)"),
         (P * [[1], [1], [2]], "label_init has rows that do not sum to 1 \\(row 2 sums to 2\\)"),
         (np.array([[1.5, -0.5, 0.0], *P[1:]]), "label_init has negative, NaN or infinite"),
         (np.where(P == 0.8, np.nan, P), "label_init has negative, NaN or infinite"),

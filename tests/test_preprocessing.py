@@ -1,4 +1,5 @@
-"""ZCAWhitening: the whitening it promises, its inverse, dtypes, bad input and the sklearn API."""
+"""ZCAWhitening: the whitening it promises, its inverse, dtypes, bad input and the sklearn
+API."""
 
 import numpy as np
 import pytest
@@ -7,8 +8,7 @@ from sklearn.decomposition import PCA
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skdistill import DatasetDistiller, load_digits_images
-from skdistill import ZCAWhitening
+from skdistill import DatasetDistiller, ZCAWhitening, load_digits_images
 
 
 @pytest.fixture

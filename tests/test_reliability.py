@@ -319,8 +319,14 @@ def test_fit_succeeds_with_documented_shapes_or_raises_a_documented_error(
 
 
 def _every_estimator():
-    from skdistill import (ClassMeans, DistilledClassifier, Herding, KCenterGreedy,
-                           KMeansSelector, RandomSelector)
+    from skdistill import (
+        ClassMeans,
+        DistilledClassifier,
+        Herding,
+        KCenterGreedy,
+        KMeansSelector,
+        RandomSelector,
+    )
 
     small = DatasetDistiller(**{**FAST, "max_iter": 2})
     yield small

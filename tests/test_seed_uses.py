@@ -41,7 +41,9 @@ def seeded(make, seed):
 
 def predict(net, X, shape):
     with torch.no_grad():
-        return net(torch.as_tensor(X, dtype=torch.float32).reshape(-1, *shape)).argmax(1).numpy()
+        return net(
+            torch.as_tensor(X, dtype=torch.float32).reshape(-1, *shape)
+        ).argmax(1).numpy()
 
 
 def fine_tune(net, X, y, lrs, shape):

@@ -26,7 +26,8 @@ def test_quick_speed_benchmark_writes_table_json_and_plot(tmp_path):
     result = json.loads((tmp_path / "speed_quick.json").read_text())
     assert result["meta"]["versions"]["torch"]
     block = result["results"]["digits_mlp"]
-    assert [(r["n_inits"], r["n_steps"]) for r in block["timing"]] == [(1, 10), (4, 10), (4, 30)]
+    assert ([(r["n_inits"], r["n_steps"]) for r in block["timing"]]
+            == [(1, 10), (4, 10), (4, 30)])
     for record in block["timing"]:
         variants = record["variants"]
         assert variants["naive"]["speedup"] == 1.0

@@ -1,4 +1,5 @@
-"""θ0 draws in parallel CPU threads (skdistill._threads): the same numbers as the serial loop."""
+"""θ0 draws in parallel CPU threads (skdistill._threads): the same numbers as the serial
+loop."""
 
 import threading
 import warnings

@@ -106,7 +106,8 @@ def test_unroll_is_plain_gradient_descent():
 
 
 @pytest.mark.parametrize("vectorize", [True, False])
-@pytest.mark.parametrize("segment", [1, 2, 3, 5, (4, 2), (3, 2, 1), _unroll.checkpoint_schedule(7, 3)])
+@pytest.mark.parametrize("segment", [1, 2, 3, 5, (4, 2), (3, 2, 1),
+                                     _unroll.checkpoint_schedule(7, 3)])
 def test_checkpointed_gradient_equals_the_all_in_memory_one(vectorize, segment):
     forward, params0, x_syn, label_logits, _, x_real, y_real = _problem(n_draws=2)
     log_lr = torch.log(torch.linspace(0.05, 0.3, 7, dtype=torch.float64)).requires_grad_()
@@ -208,7 +209,7 @@ def test_bad_checkpoint_segments_are_rejected(segment):
     log_lr = torch.zeros(5, dtype=torch.float64, requires_grad=True)
     with pytest.raises(ValueError, match="decreasing"):
         _unroll.meta_value_and_grad(
-            forward, params0, lambda l: (l[0], torch.softmax(l[1], 1), l[2].exp()),
+            forward, params0, lambda lv: (lv[0], torch.softmax(lv[1], 1), lv[2].exp()),
             [x_syn, label_logits, log_lr], [slice(None)], x_real, y_real, segment=segment)
 
 
@@ -246,7 +247,8 @@ def test_hand_written_inner_gradient_equals_autograd(hidden, stacked):
     forward, params0, x_syn, label_logits, _, _, _ = _problem(n_draws=3, hidden=hidden)
     dense = _unroll.make_forward(MLP(4, 3, hidden_layer_sizes=hidden))
     assert isinstance(dense, _unroll.DenseReLUForward)
-    x, y = x_syn.detach(), torch.softmax(label_logits, 1).detach() * 1.5  # rows need not sum to 1
+    # rows need not sum to 1
+    x, y = x_syn.detach(), torch.softmax(label_logits, 1).detach() * 1.5
     if stacked:
         got = dense.grad(params0, x, y)
         want = torch.func.vmap(lambda p: _unroll._inner_grad(p, forward, x, y))(params0)
@@ -263,7 +265,8 @@ def test_hand_written_inner_gradient_equals_autograd(hidden, stacked):
 @pytest.mark.parametrize("soft_real", [False, True])
 def test_hand_written_reverse_pass_equals_autograd(hidden, segment, batches, soft_real):
     """The "batched" meta-gradient (hand-written adjoint) equals autograd's in float64."""
-    generic, params0, x_syn, label_logits, _, x_real, y_real = _problem(n_draws=3, hidden=hidden)
+    generic, params0, x_syn, label_logits, _, x_real, y_real = _problem(
+        n_draws=3, hidden=hidden)
     dense = _unroll.make_forward(MLP(4, 3, hidden_layer_sizes=hidden))
     log_lr = torch.log(torch.linspace(0.05, 0.4, 7, dtype=torch.float64)).requires_grad_()
     if soft_real:
@@ -490,6 +493,9 @@ def test_momentum_meta_gradient_across_memory_modes_and_windows(analytic, vector
 
     got = _check_window_gradient(forward, params0, theta, leaves, batches, x_real, y_real,
                                  window, vectorize, segment)
+    outside = torch.ones(7, dtype=torch.bool)
+    outside[start:stop] = False
+    assert torch.all(got[2][outside] == 0)
 
 
 # ---------------------------------------------------------------- inner Adam

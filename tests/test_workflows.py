@@ -22,7 +22,8 @@ def quick_distiller(**params):
 
 def test_pipeline_distils_the_scaled_data(digits_split):
     X_train, X_test, y_train, y_test = digits_split
-    pipe = make_pipeline(StandardScaler(), DistilledClassifier(quick_distiller(), random_state=0))
+    pipe = make_pipeline(StandardScaler(),
+                         DistilledClassifier(quick_distiller(), random_state=0))
     pipe.fit(X_train, y_train)
 
     scaled_test = pipe[0].transform(X_test)

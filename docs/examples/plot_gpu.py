@@ -32,8 +32,9 @@ else:
 # --------------------------
 # On a GPU the θ0 draws of an iteration are unrolled together (batched matrix products for
 # the built-in MLP, ``torch.vmap`` for other modules; on the CPU, convolutional modules loop
-# over the draws instead, which is faster there). ``precision="bfloat16"`` runs the meta-gradient under bf16 autocast, which pays
-# off on recent GPUs; it is used here only when a GPU is present.
+# over the draws instead, which is faster there). ``precision="bfloat16"`` runs the
+# meta-gradient under bf16 autocast, which pays off on recent GPUs; it is used here only
+# when a GPU is present.
 precision = "bfloat16" if torch.cuda.is_available() else "float32"
 distiller = DatasetDistiller(n_distilled=10, max_iter=200, device="auto",
                              precision=precision, random_state=0)
