@@ -1790,10 +1790,12 @@ def _read_checkpoint(path):
 def _check_checkpoint_fits(payload, est, n_features, classes):
     expected = _fingerprint(est, n_features, classes)
     # Files older than an entry hold none for it; they were written by fits that had one
-    # formation, learned soft labels only (no label_init) and plain SGD steps.
+    # formation, learned soft labels only (no label_init) and plain SGD steps. Momentum
+    # came before its entry, so a file without one may hold either: it is not compared.
     found = {"multi_formation": 1, "soft_labels": payload["fingerprint"].get("learn_labels"),
-             "inner_optimizer": "sgd", "inner_momentum": 0.0, **payload["fingerprint"]}
-    diff = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
+             "inner_optimizer": "sgd", **payload["fingerprint"]}
+    diff = {k: (found.get(k), v) for k, v in expected.items()
+            if k in found and found[k] != v}
     if diff:
         detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
         raise ValueError(

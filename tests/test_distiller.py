@@ -395,6 +395,13 @@ def test_inner_momentum_is_part_of_the_recipe(digits_split, tmp_path):
         with pytest.raises(ValueError, match=f"inner_momentum: checkpoint 0.9, now {mu}"):
             resumed.fit(X_train, y_train)
         assert not hasattr(resumed, "distilled_X_")
+    # a file written before the fingerprint held the momentum resumes with any
+    payload = torch.load(path, weights_only=True)
+    del payload["fingerprint"]["inner_momentum"]
+    torch.save(payload, path)
+    resumed = fast(n_distilled=10, inner_momentum=0.9, max_iter=4, n_steps=5,
+                   checkpoint=path, warm_start=True).fit(X_train, y_train)
+    assert resumed.n_iter_ == 4
 
 
 def test_inner_adam_is_part_of_the_recipe_and_starts_on_its_own_scale(digits_split, tmp_path):
