@@ -224,6 +224,7 @@ class CoresetSelector(ScoredSamplerMixin, BaseEstimator, metaclass=ABCMeta):
         net = self.module_
         forward = _unroll.make_forward(net, self.input_shape_)
         vectorize = _unroll.choose_vectorize(forward, net, n_inits, device.type)
+
         def as_t(a):
             return torch.as_tensor(np.array(a, dtype=np.float32), device=device)
 

@@ -24,7 +24,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from . import _formation, _threads, _unroll
+from . import _checkpoint, _distributed, _formation, _threads, _unroll
 from ._base import ScoredSamplerMixin
 from ._validation import restore_on_error
 from .augment import augment_steps, check_strategy
@@ -702,7 +702,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         """Check everything and build the fit's state; sets no attribute of ``self``."""
         resume = None
         if self.warm_start and self.checkpoint is not None and os.path.exists(self.checkpoint):
-            resume = _read_checkpoint(self.checkpoint)
+            resume = _checkpoint.read(self.checkpoint)
         warm = resume is None and self.warm_start and hasattr(self, "_state")
         # A memory-mapped X stays on disk: minibatches are gathered from it row by row.
         lazy = isinstance(X, np.memmap)
@@ -722,7 +722,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 f"got {classes.tolist()}, previously {self.classes_.tolist()}."
             )
         if resume is not None:
-            _check_checkpoint_fits(resume, self, X.shape[1], classes)
+            _checkpoint.check_fits(resume, self, X.shape[1], classes)
         if self.n_distilled < n_classes:
             raise ValueError(
                 f"n_distilled={self.n_distilled} is smaller than the number of classes "
@@ -772,7 +772,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         net = make_module(self.module, default_module_params(self.module, self.module_params),
                           n_features, n_classes, input_shape)
         device = resolve_device(self.device)
-        world, rank = _dist_world()
+        world, rank = _distributed.world()
         if world > 1:
             n_draw = self._n_draws_per_iteration(self.model_init)
             if n_draw < world:
@@ -784,7 +784,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         rng = self._rng if warm else check_random_state(self.random_state)
         if world > 1 and not warm and not isinstance(self.random_state, Integral):
             # every rank must follow the same random stream: rank 0 chooses it
-            rng = np.random.RandomState(_broadcast_int(rng.randint(_MAX_SEED), device))
+            seed = _distributed.broadcast_int(rng.randint(_MAX_SEED), device)
+            rng = np.random.RandomState(seed)
 
         syn_class = self._synthetic_classes(n_classes)
         init_x = None
@@ -1153,7 +1154,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         val_seed = rng.randint(_MAX_SEED)
         if resume is not None:
             val_seed = resume["val_seed"]
-            rng.set_state(_rng_state_from(resume["rng"]))
+            rng.set_state(_checkpoint.rng_state_from(resume["rng"]))
         val = s["val"]
 
         def images(z):
@@ -1286,16 +1287,16 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 return
             best_, best_iter_, best_score_, val_scores_, val_iters_ = books or (
                 best, best_iter, best_score, val_scores, val_iters)
-            _write_checkpoint(self.checkpoint, {
-                "fingerprint": _fingerprint(self, s["n_features"], s["classes"]),
+            _checkpoint.write(self.checkpoint, {
+                "fingerprint": _checkpoint.fingerprint(self, s["n_features"], s["classes"]),
                 "n_iter": n_iter,
-                "state": _to_cpu(state),
-                "optimizer": _to_cpu(optimizer.state_dict()),
+                "state": _checkpoint.to_cpu(state),
+                "optimizer": _checkpoint.to_cpu(optimizer.state_dict()),
                 "scheduler": None if scheduler is None else scheduler.state_dict(),
-                "rng": _rng_state_to(rng_state),
+                "rng": _checkpoint.rng_state_to(rng_state),
                 "val_seed": int(val_seed),
                 "inner_lr_init": self.inner_lr_init_,
-                "best": _to_cpu(best_),
+                "best": _checkpoint.to_cpu(best_),
                 "best_iter": int(best_iter_),
                 "best_score": best_score_,
                 "validation_pending": books is not None,
@@ -1303,7 +1304,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                 "val_scores": list(val_scores_),
                 "val_iters": list(val_iters_),
                 "mean_std": (float(mean), float(std)),
-                "model_init": (p_init[0], None if p_init[1] is None else _to_cpu(p_init[1])),
+                "model_init": (p_init[0],
+                               None if p_init[1] is None else _checkpoint.to_cpu(p_init[1])),
             })
         stop_reason = None
         n_train = len(s["train"])
@@ -1357,7 +1359,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
                             y_real, meta_vectorize, segment, window,
                         )
                 if world > 1:
-                    loss, grads = _all_reduce_mean(loss, grads, share)
+                    loss, grads = _distributed.all_reduce_mean(loss, grads, share)
                 for t, g in zip(trainable, grads):
                     t.grad = g
                 finite = torch.isfinite(loss) & torch.stack(
@@ -1446,7 +1448,7 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self.best_validation_score_ = best_score
         self.best_iter_ = best_iter
         self._state = {k: v.detach().cpu() for k, v in best.items()}
-        self._optimizer_state = _to_cpu(optimizer.state_dict())
+        self._optimizer_state = _checkpoint.to_cpu(optimizer.state_dict())
         self._rng = rng
         self._mean_std = (mean, std)
         self._model_init_spec = model_init_spec
@@ -1646,16 +1648,6 @@ def decode_stored(stored, input_shape, factor, dtype):
     return x.double().numpy().astype(dtype, copy=False)
 
 
-def _to_cpu(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_cpu(v) for v in obj]
-    return obj
-
-
 class _Rows:
     """Rows of the real data: on the device, or gathered lazily from an array on disk."""
 
@@ -1697,111 +1689,10 @@ def _moments(X, chunk=65536):
     return mean, std or 1.0
 
 
-def _dist_world():
-    """(world size, rank) of torch.distributed, or (1, 0) when it is not initialised."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
-
-
-def _broadcast_int(value, device):
-    t = torch.tensor([value], dtype=torch.int64, device=device)
-    torch.distributed.broadcast(t, src=0)
-    return int(t.item())
-
-
-def _all_reduce_mean(loss, grads, share):
-    """Sum over ranks of ``share``-weighted losses and gradients, in one collective."""
-    flat = torch.cat([loss.reshape(1)] + [g.reshape(-1) for g in grads]) * share
-    torch.distributed.all_reduce(flat)
-    out, offset = [], 1
-    for g in grads:
-        out.append(flat[offset: offset + g.numel()].view_as(g))
-        offset += g.numel()
-    return flat[0], out
-
-
-_CHECKPOINT_FORMAT = ("skdistill-checkpoint", 1)
-
-
 def _fit_length(module):
     """Default ``(n_steps, max_iter)`` of ``module`` (a name or an ``nn.Module``)."""
     return _FIT_LENGTH.get(module, _FIT_LENGTH_OTHER) if isinstance(module, str) else (
         _FIT_LENGTH_OTHER)
-
-
-def _fingerprint(est, n_features, classes):
-    """What a checkpoint must agree on with the estimator that resumes it."""
-    return {
-        "n_features": int(n_features),
-        "classes": [str(c) for c in classes.tolist()],
-        "n_distilled": int(est.n_distilled),
-        "multi_formation": int(est.multi_formation),
-        "n_steps": int(est._n_steps()),
-        "learn_lr": bool(est.learn_lr),
-        "learn_labels": bool(est.learn_labels),
-        "soft_labels": bool(est.learn_labels or est.label_init is not None),
-        "inner_optimizer": str(est.inner_optimizer),
-        "inner_momentum": float(est.inner_momentum),
-    }
-
-
-def _rng_state_to(state):
-    name, keys, pos, has_gauss, cached = state
-    return [name, torch.as_tensor(keys.astype(np.int64)), int(pos), int(has_gauss),
-            float(cached)]
-
-
-def _rng_state_from(saved):
-    name, keys, pos, has_gauss, cached = saved
-    return (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
-
-
-def _write_checkpoint(path, payload):
-    """torch.save to a temporary file beside ``path``, then an atomic rename."""
-    payload = {"format": _CHECKPOINT_FORMAT, **payload}
-    tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _read_checkpoint(path):
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, bad pickle, unreadable file...
-        raise ValueError(
-            f"checkpoint file {os.fspath(path)!r} cannot be read ({type(exc).__name__}: "
-            f"{exc}); it is corrupt or truncated. Delete it, or set warm_start=False to "
-            "start afresh."
-        ) from None
-    if not isinstance(payload, dict) or tuple(payload.get("format", ())) != _CHECKPOINT_FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(
-            f"checkpoint file {os.fspath(path)!r} is not a skdistill checkpoint of format "
-            f"{_CHECKPOINT_FORMAT[1]} (found {found})."
-        )
-    return payload
-
-
-def _check_checkpoint_fits(payload, est, n_features, classes):
-    expected = _fingerprint(est, n_features, classes)
-    # Files older than an entry hold none for it; they were written by fits that had one
-    # formation, learned soft labels only (no label_init) and plain SGD steps. Momentum
-    # came before its entry, so a file without one may hold either: it is not compared.
-    found = {"multi_formation": 1, "soft_labels": payload["fingerprint"].get("learn_labels"),
-             "inner_optimizer": "sgd", **payload["fingerprint"]}
-    diff = {k: (found.get(k), v) for k, v in expected.items()
-            if k in found and found[k] != v}
-    if diff:
-        detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(
-            f"checkpoint file {os.fspath(est.checkpoint)!r} belongs to another fit ({detail}); "
-            "use another checkpoint path or warm_start=False."
-        )
 
 
 def _progress(total, verbose):

@@ -52,9 +52,9 @@ def test_resumed_run_equals_the_uninterrupted_run(tiny_data, tmp_path):
 
 
 def _checkpointed_iteration(path):
-    from skdistill.distiller import _read_checkpoint
+    from skdistill._checkpoint import read
 
-    return _read_checkpoint(path)["n_iter"]
+    return read(path)["n_iter"]
 
 
 def _assert_resumes_to(path, whole, X, y, callback=None):
