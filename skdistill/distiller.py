@@ -1071,67 +1071,8 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         mean, std = s["mean"], s["std"]
 
         resume = s["resume"]
-        if resume is not None:
-            state = {k: v.clone().to(device) for k, v in resume["state"].items()}
-        elif s["warm"]:
-            state = {k: v.detach().clone().to(device) for k, v in self._state.items()}
-        else:
-            x0 = torch.as_tensor(s["init_x"], dtype=torch.float32)
-            z = _formation.encode((x0 - mean) / std, s["input_shape"], self.multi_formation)
-            if s["label_init"] is not None:
-                label_init = torch.as_tensor(s["label_init"], dtype=torch.float32)
-                label_init = label_init.clamp_min(1e-12).log()  # softmax(log p) = p
-            else:
-                onehot = torch.nn.functional.one_hot(syn_class.cpu(), n_classes).float()
-                # Soft labels start at probability 0.9 on the assigned class.
-                label_init = onehot * math.log(9.0 * max(n_classes - 1, 1))
-            state = {
-                "z": z.to(device),
-                # "auto" is replaced below, once the networks and batches are set up
-                "log_lr": torch.full((self._n_steps(),), math.log(
-                    0.2 if self._inner_lr_init() == "auto" else self._inner_lr_init()
-                )).to(device),
-                "label_logits": label_init.to(device),
-            }
-        if state["z"].shape[0] * self.multi_formation ** 2 != syn_class.shape[0]:
-            raise ValueError(
-                "warm_start=True cannot change n_distilled or multi_formation "
-                f"({state['label_logits'].shape[0]} synthetic samples before, "
-                f"{syn_class.shape[0]} now)."
-            )
-        if state["log_lr"].shape[0] != self._n_steps():
-            raise ValueError(
-                f"warm_start=True cannot change n_steps ({state['log_lr'].shape[0]} -> "
-                f"{self._n_steps()})."
-            )
-        trainable = [state["z"]]
-        groups = [{"params": [state["z"]]}]
-        if self.learn_lr:
-            trainable.append(state["log_lr"])
-            groups.append({"params": [state["log_lr"]], "lr": self.step_size_learning_rate})
-        if self.learn_labels:
-            trainable.append(state["label_logits"])
-            groups.append({"params": [state["label_logits"]]})
-        for t in trainable:
-            t.requires_grad_(True)
-        optimizer = torch.optim.Adam(groups, lr=self.learning_rate)
-        scheduler = None
-        if self.learning_rate_schedule == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self._max_iter())
-        # Adam's moments carry over a warm start; the schedule starts again unless resuming.
-        previous = resume["optimizer"] if resume is not None else (
-            self._optimizer_state if s["warm"] else None)
-        if previous is not None:
-            initial = [group["lr"] for group in optimizer.param_groups]
-            try:
-                optimizer.load_state_dict(previous)
-            except ValueError:
-                pass  # different set of learned tensors: start the moments afresh
-            if resume is None:
-                for group, lr in zip(optimizer.param_groups, initial):
-                    group["lr"] = group["initial_lr"] = lr
-        if resume is not None and scheduler is not None and resume["scheduler"] is not None:
-            scheduler.load_state_dict(resume["scheduler"])
+        state = self._initial_state(s, syn_class)
+        trainable, optimizer, scheduler = self._meta_optimizer(state, s)
         batches = self._synthetic_batches(s["syn_class"], device)
         step_batches = [batches]  # this iteration's; redrawn with shuffle_batches
         shuffle = self.shuffle_batches and not isinstance(batches[0], slice)
@@ -1460,6 +1401,80 @@ class DatasetDistiller(ScoredSamplerMixin, BaseEstimator):
         self.input_shape_ = s["input_shape"]
         self.device_ = device
         return self
+
+    def _initial_state(self, s, syn_class):
+        """The learned tensors at the start of the run, on the fit's device: a checkpoint's,
+        the previous fit's (warm start) or new ones."""
+        device, mean, std, n_classes = s["device"], s["mean"], s["std"], s["n_classes"]
+        resume = s["resume"]
+        if resume is not None:
+            state = {k: v.clone().to(device) for k, v in resume["state"].items()}
+        elif s["warm"]:
+            state = {k: v.detach().clone().to(device) for k, v in self._state.items()}
+        else:
+            x0 = torch.as_tensor(s["init_x"], dtype=torch.float32)
+            z = _formation.encode((x0 - mean) / std, s["input_shape"], self.multi_formation)
+            if s["label_init"] is not None:
+                label_init = torch.as_tensor(s["label_init"], dtype=torch.float32)
+                label_init = label_init.clamp_min(1e-12).log()  # softmax(log p) = p
+            else:
+                onehot = torch.nn.functional.one_hot(syn_class.cpu(), n_classes).float()
+                # Soft labels start at probability 0.9 on the assigned class.
+                label_init = onehot * math.log(9.0 * max(n_classes - 1, 1))
+            state = {
+                "z": z.to(device),
+                # "auto" is replaced below, once the networks and batches are set up
+                "log_lr": torch.full((self._n_steps(),), math.log(
+                    0.2 if self._inner_lr_init() == "auto" else self._inner_lr_init()
+                )).to(device),
+                "label_logits": label_init.to(device),
+            }
+        if state["z"].shape[0] * self.multi_formation ** 2 != syn_class.shape[0]:
+            raise ValueError(
+                "warm_start=True cannot change n_distilled or multi_formation "
+                f"({state['label_logits'].shape[0]} synthetic samples before, "
+                f"{syn_class.shape[0]} now)."
+            )
+        if state["log_lr"].shape[0] != self._n_steps():
+            raise ValueError(
+                f"warm_start=True cannot change n_steps ({state['log_lr'].shape[0]} -> "
+                f"{self._n_steps()})."
+            )
+        return state
+
+    def _meta_optimizer(self, state, s):
+        """The tensors the meta-gradient is taken for, in its order, with their Adam optimiser
+        and learning-rate schedule (restored from a checkpoint or a warm start)."""
+        resume = s["resume"]
+        trainable = [state["z"]]
+        groups = [{"params": [state["z"]]}]
+        if self.learn_lr:
+            trainable.append(state["log_lr"])
+            groups.append({"params": [state["log_lr"]], "lr": self.step_size_learning_rate})
+        if self.learn_labels:
+            trainable.append(state["label_logits"])
+            groups.append({"params": [state["label_logits"]]})
+        for t in trainable:
+            t.requires_grad_(True)
+        optimizer = torch.optim.Adam(groups, lr=self.learning_rate)
+        scheduler = None
+        if self.learning_rate_schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self._max_iter())
+        # Adam's moments carry over a warm start; the schedule starts again unless resuming.
+        previous = resume["optimizer"] if resume is not None else (
+            self._optimizer_state if s["warm"] else None)
+        if previous is not None:
+            initial = [group["lr"] for group in optimizer.param_groups]
+            try:
+                optimizer.load_state_dict(previous)
+            except ValueError:
+                pass  # different set of learned tensors: start the moments afresh
+            if resume is None:
+                for group, lr in zip(optimizer.param_groups, initial):
+                    group["lr"] = group["initial_lr"] = lr
+        if resume is not None and scheduler is not None and resume["scheduler"] is not None:
+            scheduler.load_state_dict(resume["scheduler"])
+        return trainable, optimizer, scheduler
 
     def _publish_progress(self, n_iter, loss_curve, val_scores, val_iters):
         self.n_iter_ = n_iter
